@@ -1,0 +1,108 @@
+"""Self-attention over a batch of sequences of different lengths: one entry point, three backends.
+
+Every model calls `attend(q, k, v, batch)`. The `AttentionBatch` carries each
+sequence's length, built once per forward pass, so a backend can skip padding:
+
+- "sdpa":   torch.nn.functional.scaled_dot_product_attention with a key-padding mask
+            (PyTorch picks a fused kernel where one fits). The default off CUDA.
+- "eager":  softmax(q k^T / sqrt(d)) v written out, the reference a student can read.
+- "triton": the varlen kernel in kernels/attention.py on packed tokens (no padding at all).
+            The default on CUDA; the models pack their tokens first (see `AttentionBatch.pack`).
+
+Shapes: padded tensors are (B, nh, T, hs); packed tensors are (N, nh, hs) with N = sum(lengths).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .errors import MinirmError
+
+BACKENDS = ("sdpa", "eager", "triton")
+
+
+@dataclass
+class AttentionBatch:
+    lengths: torch.Tensor  # (B,) int64, real tokens per sequence; padding is on the right
+    max_len: int  # T, the padded length
+    causal: bool = False
+    backend: str = "sdpa"
+    dropout: float = 0.0  # attention-probability dropout, training only
+
+    @classmethod
+    def build(cls, lengths: torch.Tensor, max_len: int, causal: bool = False, backend: str = "sdpa", dropout=0.0):
+        if backend not in BACKENDS:
+            raise MinirmError(f"unknown attention backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+        return cls(lengths=lengths, max_len=max_len, causal=causal, backend=backend, dropout=dropout)
+
+    @property
+    def packed(self) -> bool:
+        return self.backend == "triton"
+
+    # --- padded layout ---------------------------------------------------------------
+    def key_mask(self) -> torch.Tensor | None:
+        """Boolean (B, 1, T|1, T) mask, True where a query may look; None when nothing is masked."""
+        if "_mask" in self.__dict__:
+            return self.__dict__["_mask"]
+        positions = torch.arange(self.max_len, device=self.lengths.device)
+        full = bool((self.lengths == self.max_len).all())
+        mask = None
+        if not full:
+            mask = (positions[None, :] < self.lengths[:, None])[:, None, None, :]  # (B, 1, 1, T)
+        if self.causal:
+            causal = positions[None, :] <= positions[:, None]  # (T, T): query row i sees keys j <= i
+            mask = causal[None, None] if mask is None else mask & causal
+        self.__dict__["_mask"] = mask
+        return mask
+
+    # --- packed layout (triton backend) ------------------------------------------------
+    @property
+    def token_mask(self) -> torch.Tensor:  # (B, T) True at real tokens
+        positions = torch.arange(self.max_len, device=self.lengths.device)
+        return positions[None, :] < self.lengths[:, None]
+
+    @property
+    def cu_seqlens(self) -> torch.Tensor:  # (B + 1,) int32, where each sequence starts in the pack
+        return F.pad(torch.cumsum(self.lengths, 0), (1, 0)).to(torch.int32)
+
+    def pack(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T, C) -> (N, C): drop the padding so every later op works on real tokens only."""
+        return x[self.token_mask]
+
+    def token_index(self, position: torch.Tensor) -> torch.Tensor:
+        """Index into the packed tokens of position[b] within sequence b."""
+        return self.cu_seqlens[:-1].long() + position
+
+
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, batch: AttentionBatch, scale: float | None = None):
+    """Scaled dot-product attention of each sequence over its own real tokens."""
+    if batch.packed:
+        from kernels import varlen_attention  # imported lazily: only the triton backend needs Triton
+
+        return varlen_attention(
+            q, k, v, batch.cu_seqlens, batch.max_len, causal=batch.causal, softmax_scale=scale
+        )
+    if batch.backend == "sdpa":
+        return F.scaled_dot_product_attention(
+            q, k, v, attn_mask=batch.key_mask(), dropout_p=batch.dropout, scale=scale
+        )
+    return eager_attention(q, k, v, batch.key_mask(), batch.dropout, scale)
+
+
+def eager_attention(q, k, v, mask, dropout: float = 0.0, scale: float | None = None):
+    scale = 1.0 / math.sqrt(q.size(-1)) if scale is None else scale
+    scores = (q @ k.transpose(-2, -1)) * scale  # (B, nh, T, T)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+    probs = scores.softmax(dim=-1)
+    if dropout:
+        probs = F.dropout(probs, dropout)
+    return probs @ v  # (B, nh, T, hs)
+
+
+def default_backend(device: torch.device | str) -> str:
+    return "triton" if torch.device(device).type == "cuda" else "sdpa"

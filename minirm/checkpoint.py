@@ -1,0 +1,221 @@
+"""Checkpoints: Hugging Face files <-> tensors <-> our modules, and back.
+
+Loading reads one tensor at a time (safetensors `safe_open`, or a memory-mapped
+`torch.load(weights_only=True)` for pytorch_model.bin), renames it through the family's
+weight map, checks its shape, casts it and keeps it; the model is built on the meta
+device and the tensors are assigned to it, so peak memory is about the weights
+themselves. Pickle never runs arbitrary code here: weights_only=True only rebuilds
+tensors and plain containers.
+
+Saving writes the same Hugging Face layout (config.json + model.safetensors) through a
+temporary directory and os.replace, so transformers loads what minirm saves and an
+interrupted save never leaves a half-written checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from .config import ModelConfig
+from .errors import MinirmError
+from .models import FAMILIES, Family
+
+SAFETENSORS = "model.safetensors"
+SAFETENSORS_INDEX = "model.safetensors.index.json"
+PYTORCH_BIN = "pytorch_model.bin"
+PYTORCH_BIN_INDEX = "pytorch_model.bin.index.json"
+TOKENIZER_FILES = (
+    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+    "vocab.txt", "vocab.json", "merges.txt", "spm.model",
+)
+
+
+# --- reading tensors ----------------------------------------------------------------------
+
+def checkpoint_files(model_dir: Path) -> list[Path]:
+    """The weight files of a checkpoint directory, safetensors preferred, shards in order."""
+    for index_name in (SAFETENSORS_INDEX, PYTORCH_BIN_INDEX):
+        index = model_dir / index_name
+        if index.is_file():
+            try:
+                weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+            except (json.JSONDecodeError, KeyError, UnicodeDecodeError) as e:
+                raise MinirmError(f"{index}: not a valid shard index ({e}); re-download the checkpoint") from None
+            shards = sorted(set(weight_map.values()))
+            missing = [s for s in shards if not (model_dir / s).is_file()]
+            if missing:
+                raise MinirmError(f"{index}: shard(s) {', '.join(missing)} missing; re-download the checkpoint")
+            return [model_dir / s for s in shards]
+    for name in (SAFETENSORS, PYTORCH_BIN):
+        if (model_dir / name).is_file():
+            return [model_dir / name]
+    raise MinirmError(
+        f"{model_dir}: no weights found (expected {SAFETENSORS}, {SAFETENSORS_INDEX} or {PYTORCH_BIN})"
+    )
+
+
+def iter_tensors(path: Path) -> Iterator[tuple[str, torch.Tensor]]:
+    """(name, tensor) pairs of one weight file, read lazily."""
+    if path.suffix == ".safetensors":
+        try:
+            with safe_open(str(path), framework="pt", device="cpu") as f:
+                for name in f.keys():
+                    yield name, f.get_tensor(name)
+        except (SafetensorError, OSError) as e:
+            raise MinirmError(f"{path}: corrupt or truncated safetensors file ({e}); re-download it") from None
+        return
+    try:
+        # weights_only: no arbitrary pickle code; mmap: tensors stay on disk until used
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as e:  # noqa: BLE001 - any failure here means the file is unusable
+        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise MinirmError(
+            f"{path}: cannot be read as a weights-only PyTorch checkpoint ({first_line}); "
+            "re-download it, or convert it to safetensors"
+        ) from None
+    if not isinstance(state, dict):
+        raise MinirmError(f"{path}: holds a {type(state).__name__}, not a state dict of tensors")
+    yield from state.items()
+
+
+# --- renaming -----------------------------------------------------------------------------
+
+class WeightMap:
+    """HF names <-> our names for one family, compiled from its module-path table."""
+
+    def __init__(self, family: Family):
+        self.family = family
+        self.rules = []  # (compiled HF regex, our template, transpose, HF template)
+        for hf, ours in family.weight_map.items():
+            ours, transpose = ours if isinstance(ours, tuple) else (ours, False)
+            pattern = re.escape(hf).replace(r"\{\}", r"(\d+)")
+            self.rules.append((re.compile(pattern + r"\.(\w+)$"), ours, transpose, hf))
+        self.ignored = [re.compile(p + "$") for p in family.ignore]
+
+    def to_ours(self, hf_name: str) -> tuple[str, bool] | None:
+        for old, new in self.family.aliases.items():
+            if hf_name.startswith(old):
+                hf_name = new + hf_name[len(old):]
+        # TF-era checkpoints name LayerNorm parameters gamma/beta; transformers renames them too
+        hf_name = re.sub(r"\.gamma$", ".weight", re.sub(r"\.beta$", ".bias", hf_name))
+        for pattern, ours, transpose, _ in self.rules:
+            m = pattern.match(hf_name)
+            if m:
+                *layer, suffix = m.groups()
+                name = ours.replace("{}", layer[0]) if layer else ours
+                return f"{name}.{suffix}", transpose
+        return None
+
+    def is_ignored(self, hf_name: str) -> bool:
+        return any(p.match(hf_name) for p in self.ignored)
+
+    def to_hf(self, our_name: str) -> tuple[str, bool]:
+        for _, ours, transpose, hf in self.rules:
+            pattern = re.escape(ours).replace(r"\{\}", r"(\d+)") + r"\.(\w+)$"
+            m = re.match(pattern, our_name)
+            if m:
+                *layer, suffix = m.groups()
+                return (hf.replace("{}", layer[0]) if layer else hf) + "." + suffix, transpose
+        raise KeyError(our_name)
+
+
+def _shape(t) -> str:
+    return "(" + ", ".join(str(d) for d in t) + ")"
+
+
+def load_state(model: torch.nn.Module, model_dir: Path, family: Family, dtype: torch.dtype) -> None:
+    """Read every tensor of the checkpoint into `model` (built on the meta device)."""
+    names = WeightMap(family)
+    expected = {name: p.shape for name, p in model.state_dict(keep_vars=True).items()}
+    state, unexpected = {}, []
+    for path in checkpoint_files(model_dir):
+        for hf_name, tensor in iter_tensors(path):
+            mapped = names.to_ours(hf_name)
+            if mapped is None or mapped[0] not in expected:
+                if not names.is_ignored(hf_name):
+                    unexpected.append(hf_name)
+                continue
+            ours, transpose = mapped
+            if transpose:
+                tensor = tensor.t()
+            if tensor.shape != expected[ours]:
+                raise MinirmError(
+                    f"{path.name}: tensor {hf_name!r} has shape {_shape(tensor.shape)} but config.json implies "
+                    f"{_shape(expected[ours])}; the checkpoint and its config.json disagree"
+                )
+            state[ours] = tensor.to(dtype).contiguous()
+    missing = [names.to_hf(k)[0] for k in expected if k not in state]
+    if missing:
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        raise MinirmError(f"{model_dir}: checkpoint is missing tensor(s) {shown}; it is incomplete or for another model")
+    if unexpected:
+        shown = ", ".join(unexpected[:5]) + (f" and {len(unexpected) - 5} more" if len(unexpected) > 5 else "")
+        raise MinirmError(
+            f"{model_dir}: checkpoint has tensor(s) this {model.cfg.family} model does not use: {shown}; "
+            "is config.json for this checkpoint?"
+        )
+    model.load_state_dict(state, assign=True, strict=True)
+
+
+def build_model(cfg: ModelConfig, device: str | torch.device = "cpu") -> torch.nn.Module:
+    """A freshly initialised model (for training from scratch, or before loading weights)."""
+    return FAMILIES[cfg.family].build(cfg).to(device)
+
+
+def load_model(model_dir: str | Path, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"):
+    """config.json + weights in `model_dir` -> (model in eval mode, config)."""
+    model_dir = Path(model_dir)
+    cfg = ModelConfig.from_file(model_dir / "config.json")
+    if cfg.family not in FAMILIES:
+        raise MinirmError(f"{model_dir}: {cfg.family} models are not available in this minirm build")
+    family = FAMILIES[cfg.family]
+    with torch.device("meta"):
+        model = family.build(cfg)
+    load_state(model, model_dir, family, dtype)
+    return model.to(device).eval(), cfg
+
+
+# --- saving -------------------------------------------------------------------------------
+
+def hf_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    names = WeightMap(FAMILIES[model.cfg.family])
+    out = {}
+    for ours, tensor in model.state_dict().items():
+        hf, transpose = names.to_hf(ours)
+        out[hf] = (tensor.t() if transpose else tensor).detach().cpu().contiguous()
+    return out
+
+
+def save_model(model: torch.nn.Module, out_dir: str | Path, tokenizer_dir: str | Path | None = None) -> Path:
+    """Write config.json + model.safetensors (+ tokenizer files) atomically, in HF layout."""
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        save_file(hf_state_dict(model), str(tmp / SAFETENSORS), metadata={"format": "pt"})
+        (tmp / "config.json").write_text(json.dumps(model.cfg.to_dict(), indent=2) + "\n", encoding="utf-8")
+        if tokenizer_dir is not None:
+            for name in TOKENIZER_FILES:
+                if (Path(tokenizer_dir) / name).is_file():
+                    shutil.copy2(Path(tokenizer_dir) / name, tmp / name)
+        if out_dir.exists():
+            old = out_dir.with_name(out_dir.name + ".old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(out_dir, old)
+            os.replace(tmp, out_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir

@@ -1,0 +1,115 @@
+"""Model names -> a local checkpoint directory.
+
+`--model` may be a local directory, an alias (`aux-roberta`), or a Hub repo id
+(`nicholasKluge/Aux-RewardModel`). Repo ids go through huggingface_hub: the local cache
+first (so a cached model needs no network), then a download when the Hub is reachable.
+With HF_HUB_OFFLINE=1, or with no network, a model that is not cached fails at once
+with one line that says how to get it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from .errors import MinirmError
+
+ALIASES = {
+    "aux-roberta": "nicholasKluge/Aux-RewardModel",
+    "aira-bert": "nicholasKluge/RewardModel",
+    "chai-gpt2": "Jellywibble/CHAI_alignment_reward_model",
+    "oa-deberta": "theblackcat102/deberta-v2-xxlarge-rm",
+}
+ALIAS_NOTES = {
+    "aux-roberta": "RoBERTa-base, 1 label; score = logit of (prompt, response)",
+    "aira-bert": "BERT-base-cased, 1 label; score = logit of (prompt, response)",
+    "chai-gpt2": "GPT-2, 2 labels, Pygmalion chat format; score = P(label 1 = appropriate)",
+    "oa-deberta": "OpenAssistant DeBERTa-v2-xxlarge (1.5B), 1 label; score = logit of (prompt, response)",
+}
+# the tokenizer a family falls back to when a repo ships none (the CHAI card uses "gpt2"'s)
+BASE_TOKENIZERS = {"gpt2": "openai-community/gpt2", "bert": "bert-base-cased", "bert-reward": "bert-base-cased",
+                   "roberta": "FacebookAI/roberta-base"}
+
+METADATA = ["config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+            "vocab.txt", "vocab.json", "merges.txt", "spm.model"]
+SAFETENSORS_FILES = ["model.safetensors", "model.safetensors.index.json", "model-*.safetensors"]
+BIN_FILES = ["pytorch_model.bin", "pytorch_model.bin.index.json", "pytorch_model-*.bin"]
+REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
+
+
+def offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def resolve_model(name: str, revision: str | None = None, files: str = "model") -> Path:
+    """Local directory holding `name`'s files. files="model" fetches weights, "tokenizer" only metadata."""
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return path
+    repo_id = ALIASES.get(name, name)
+    if not REPO_ID.match(repo_id):
+        raise MinirmError(
+            f"--model {name!r} is not a directory, an alias ({', '.join(ALIASES)}) or a Hub repo id (org/name)"
+        )
+    cached = _from_cache(repo_id, revision, files)
+    if cached is not None:
+        return cached
+    hint = (f"download it where the Hub is reachable with `hf download {repo_id}`"
+            f"{' --revision ' + revision if revision else ''} and copy the cache "
+            f"({_cache_dir() or '~/.cache/huggingface/hub'}), or pass a local checkpoint directory")
+    if offline():
+        raise MinirmError(f"{repo_id} is not in the Hugging Face cache and HF_HUB_OFFLINE=1; {hint}")
+    return _download(repo_id, revision, files, hint)
+
+
+def _cache_dir() -> str | None:
+    return os.environ.get("HF_HUB_CACHE") or None  # None: huggingface_hub's default
+
+
+def _complete(folder: Path, files: str) -> bool:
+    if files == "tokenizer":
+        return any((folder / f).is_file() for f in METADATA[1:])
+    has_weights = any(folder.glob("*.safetensors")) or any(folder.glob("pytorch_model*.bin"))
+    return (folder / "config.json").is_file() and has_weights
+
+
+def _from_cache(repo_id: str, revision: str | None, files: str) -> Path | None:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        folder = Path(snapshot_download(repo_id, revision=revision, cache_dir=_cache_dir(), local_files_only=True))
+    except (LocalEntryNotFoundError, FileNotFoundError, ValueError):
+        return None
+    return folder if _complete(folder, files) else None
+
+
+def _download(repo_id: str, revision: str | None, files: str, hint: str) -> Path:
+    from huggingface_hub import HfApi, snapshot_download
+    from huggingface_hub.errors import (
+        GatedRepoError, HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError,
+    )
+
+    try:
+        patterns = list(METADATA)
+        if files == "model":
+            listing = HfApi().list_repo_files(repo_id, revision=revision)
+            has_safetensors = any(f.endswith(".safetensors") for f in listing)
+            patterns += SAFETENSORS_FILES if has_safetensors else BIN_FILES
+        folder = snapshot_download(repo_id, revision=revision, cache_dir=_cache_dir(), allow_patterns=patterns,
+                                   etag_timeout=10)
+    except RevisionNotFoundError:
+        raise MinirmError(f"{repo_id} has no revision {revision!r}; check --revision") from None
+    except GatedRepoError:
+        raise MinirmError(f"{repo_id} is gated; accept its terms on the Hub and log in with `hf auth login`") from None
+    except RepositoryNotFoundError:
+        raise MinirmError(f"{repo_id} was not found on the Hub (or is private); check the name") from None
+    except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise MinirmError(f"cannot reach the Hugging Face Hub for {repo_id} ({reason[:160]}); {hint}") from None
+    except Exception as e:  # noqa: BLE001 - httpx and friends raise their own connection errors
+        if "connect" in type(e).__name__.lower() or "timeout" in type(e).__name__.lower():
+            raise MinirmError(f"cannot reach the Hugging Face Hub for {repo_id} ({type(e).__name__}); {hint}") from None
+        raise
+    return Path(folder)

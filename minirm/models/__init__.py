@@ -1,0 +1,100 @@
+"""The model families minirm builds, and how each one's Hugging Face names map onto ours.
+
+Each family has one weight map, in the gpt-fast manner: HF module path -> our module
+path, `{}` standing for a layer number, the parameter suffix (.weight / .bias) carried
+over. GPT-2 stores its linear layers as Conv1D, i.e. (in, out), the transpose of
+nn.Linear's (out, in); those four modules are flagged `transpose`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+from torch import nn
+
+from ..config import ModelConfig
+from .bert import BertRewardModel
+from .gpt2 import GPT2RewardModel
+
+
+@dataclass(frozen=True)
+class Family:
+    build: Callable[[ModelConfig], nn.Module]
+    weight_map: dict  # HF module path -> (our module path, transpose?)
+    # checkpoint keys transformers itself drops on load (buffers, unused pooler, tied lm heads)
+    ignore: tuple = ()
+    # alternative HF prefixes accepted on load, rewritten to the canonical one
+    aliases: dict = field(default_factory=dict)
+
+
+def _bert_map(prefix: str) -> dict:
+    p = prefix
+    return {
+        f"{p}embeddings.word_embeddings": "encoder.embed.tokens",
+        f"{p}embeddings.position_embeddings": "encoder.embed.positions",
+        f"{p}embeddings.token_type_embeddings": "encoder.embed.token_types",
+        f"{p}embeddings.LayerNorm": "encoder.embed.norm",
+        f"{p}encoder.layer.{{}}.attention.self.query": "encoder.layers.{}.attn.q",
+        f"{p}encoder.layer.{{}}.attention.self.key": "encoder.layers.{}.attn.k",
+        f"{p}encoder.layer.{{}}.attention.self.value": "encoder.layers.{}.attn.v",
+        f"{p}encoder.layer.{{}}.attention.output.dense": "encoder.layers.{}.attn.o",
+        f"{p}encoder.layer.{{}}.attention.output.LayerNorm": "encoder.layers.{}.attn_norm",
+        f"{p}encoder.layer.{{}}.intermediate.dense": "encoder.layers.{}.up",
+        f"{p}encoder.layer.{{}}.output.dense": "encoder.layers.{}.down",
+        f"{p}encoder.layer.{{}}.output.LayerNorm": "encoder.layers.{}.mlp_norm",
+    }
+
+
+_BUFFERS = (r".*\.position_ids", r".*\.token_type_ids")
+
+FAMILIES = {
+    "bert": Family(
+        BertRewardModel,
+        {**_bert_map("bert."), "bert.pooler.dense": "head.pooler", "classifier": "head.classifier"},
+        ignore=_BUFFERS,
+    ),
+    "roberta": Family(
+        BertRewardModel,
+        {**_bert_map("roberta."), "classifier.dense": "head.dense", "classifier.out_proj": "head.out_proj"},
+        # RobertaForSequenceClassification has no pooler; transformers drops one if present
+        ignore=_BUFFERS + (r"roberta\.pooler\..*",),
+    ),
+    "bert-reward": Family(
+        BertRewardModel,
+        {**_bert_map("model."), "head.0": "head.net.0", "head.2": "head.net.2", "head.4": "head.net.4"},
+        ignore=_BUFFERS + (r"(model|bert)\.pooler\..*",),  # the pooler exists but is unused
+        aliases={"bert.": "model."},
+    ),
+    "gpt2": Family(
+        GPT2RewardModel,
+        {
+            "transformer.wte": "tokens",
+            "transformer.wpe": "positions",
+            "transformer.h.{}.ln_1": "layers.{}.attn_norm",
+            "transformer.h.{}.attn.c_attn": ("layers.{}.attn.qkv", True),
+            "transformer.h.{}.attn.c_proj": ("layers.{}.attn.o", True),
+            "transformer.h.{}.ln_2": "layers.{}.mlp_norm",
+            "transformer.h.{}.mlp.c_fc": ("layers.{}.up", True),
+            "transformer.h.{}.mlp.c_proj": ("layers.{}.down", True),
+            "transformer.ln_f": "final_norm",
+            "score": "score",
+        },
+        ignore=(r".*\.attn\.bias", r".*\.attn\.masked_bias", r"lm_head\..*"),
+    ),
+}
+
+
+def register(name: str, family: Family) -> None:
+    FAMILIES[name] = family
+
+
+def _register_optional() -> None:
+    try:  # DeBERTa-v2 arrives in its own module
+        from .deberta import FAMILY as DEBERTA
+    except ImportError:
+        return
+    register("deberta-v2", DEBERTA)
+
+
+_register_optional()

@@ -1,0 +1,88 @@
+"""Small pieces the model families share: activations, head splitting, the attention block."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..attention import AttentionBatch, attend
+from ..errors import MinirmError
+
+
+def gelu_tanh(x):  # GPT-2's "gelu_new": the tanh approximation
+    return F.gelu(x, approximate="tanh")
+
+
+ACTIVATIONS = {
+    "gelu": F.gelu,
+    "gelu_python": F.gelu,
+    "gelu_new": gelu_tanh,
+    "gelu_pytorch_tanh": gelu_tanh,
+    "relu": F.relu,
+    "tanh": torch.tanh,
+    "silu": F.silu,
+    "swish": F.silu,
+}
+
+
+def activation(name: str):
+    try:
+        return ACTIVATIONS[name]
+    except KeyError:
+        raise MinirmError(f"unsupported activation {name!r} in config.json; minirm knows {', '.join(ACTIVATIONS)}") from None
+
+
+def split_heads(x: torch.Tensor, num_heads: int, batch: AttentionBatch) -> torch.Tensor:
+    """(B, T, C) -> (B, nh, T, hs) for padded batches; (N, C) -> (N, nh, hs) for packed ones."""
+    if batch.packed:
+        return x.view(x.size(0), num_heads, -1)
+    B, T, C = x.shape
+    return x.view(B, T, num_heads, C // num_heads).transpose(1, 2)
+
+
+def merge_heads(y: torch.Tensor, batch: AttentionBatch) -> torch.Tensor:
+    if batch.packed:
+        return y.reshape(y.size(0), -1)
+    B, nh, T, hs = y.shape
+    return y.transpose(1, 2).reshape(B, T, nh * hs)
+
+
+class MultiHeadAttention(nn.Module):
+    """q, k, v projections -> attention over each sequence's real tokens -> output projection.
+
+    BERT keeps three projections; GPT-2 stores one fused (C, 3C) matrix. Both load into
+    this module: the GPT-2 weight map splits nothing, it maps c_attn onto `qkv`.
+    """
+
+    def __init__(self, hidden: int, num_heads: int, fused_qkv: bool = False, dropout: float = 0.0):
+        super().__init__()
+        self.num_heads = num_heads
+        self.fused_qkv = fused_qkv
+        if fused_qkv:
+            self.qkv = nn.Linear(hidden, 3 * hidden)
+        else:
+            self.q = nn.Linear(hidden, hidden)
+            self.k = nn.Linear(hidden, hidden)
+            self.v = nn.Linear(hidden, hidden)
+        self.o = nn.Linear(hidden, hidden)
+        self.dropout = dropout
+
+    def forward(self, x: torch.Tensor, batch: AttentionBatch) -> torch.Tensor:
+        if self.fused_qkv:
+            q, k, v = self.qkv(x).chunk(3, dim=-1)
+        else:
+            q, k, v = self.q(x), self.k(x), self.v(x)
+        q, k, v = (split_heads(t, self.num_heads, batch) for t in (q, k, v))
+        batch.dropout = self.dropout if self.training else 0.0
+        y = attend(q, k, v, batch, scale=1.0 / math.sqrt(q.size(-1)))
+        return self.o(merge_heads(y, batch))
+
+
+def gather_tokens(x: torch.Tensor, position: torch.Tensor, batch: AttentionBatch) -> torch.Tensor:
+    """Hidden state of token `position[b]` of each sequence b: (B, T, C) or (N, C) -> (B, C)."""
+    if batch.packed:
+        return x[batch.token_index(position)]
+    return x[torch.arange(x.size(0), device=x.device), position]

@@ -1,0 +1,171 @@
+"""Scoring: samples -> format -> tokenize -> batch by length -> model -> score.
+
+Batches are formed from sequences of similar length (sorted, then cut into batches), so
+little compute goes to padding; scores are put back in input order. A sequence's score
+does not depend on what it is batched with: padding is masked out of attention and the
+head reads each sequence's own token.
+
+How a score is made from the logits:
+- 1 label:                  the raw logit (Aira, Aux, OpenAssistant)
+- the Aira regression head: head output x alpha
+- 2 labels:                 P(label 1) = softmax(logits)[1] (CHAI: label 1 is "appropriate")
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .attention import AttentionBatch, default_backend
+from .checkpoint import load_model
+from .config import ModelConfig
+from .errors import MinirmError
+from .formats import ChatTurn, pygmalion_text
+from .hub import BASE_TOKENIZERS, resolve_model
+from .records import Sample
+from .tokenizer import RewardTokenizer, has_tokenizer, load_tokenizer
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16,
+          "fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def pad_batch(sequences: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad token lists -> ids (B, T) and lengths (B,)."""
+    lengths = torch.tensor([len(s) for s in sequences], dtype=torch.long)
+    ids = torch.full((len(sequences), int(lengths.max())), pad_id, dtype=torch.long)
+    for i, s in enumerate(sequences):
+        ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
+    return ids.to(device), lengths.to(device)
+
+
+def length_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
+    """Indices grouped into batches of similar length, longest first (fails fast on memory)."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+@dataclass
+class Scorer:
+    model: torch.nn.Module
+    cfg: ModelConfig
+    tokenizer: RewardTokenizer
+    device: torch.device
+    batch_size: int = 32
+    attention: str = "sdpa"
+    alpha: float = 1.0
+    chat_names: dict = field(default_factory=dict)  # bot_name / user_name / memory for chat formats
+
+    @classmethod
+    def from_pretrained(cls, name: str, revision: str | None = None, device: str | None = None,
+                        dtype: str = "float32", max_length: int | None = None, truncation_side: str | None = None,
+                        tokenizer: str | None = None, attention: str | None = None, batch_size: int = 32,
+                        alpha: float | None = None) -> "Scorer":
+        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        if dtype not in DTYPES:
+            raise MinirmError(f"unknown --dtype {dtype!r}; choose float32, bfloat16 or float16")
+        if batch_size < 1:
+            raise MinirmError(f"--batch-size must be at least 1, got {batch_size}")
+        model_dir = resolve_model(name, revision)
+        model, cfg = load_model(model_dir, DTYPES[dtype], device)
+        if cfg.num_labels not in (1, 2):
+            raise MinirmError(f"{name}: {cfg.num_labels} labels; a reward score needs a 1- or 2-label head")
+        if alpha is not None and cfg.family != "bert-reward":
+            raise MinirmError("--alpha applies only to the Aira regression model (model_type bert-reward)")
+        tok_dir = _tokenizer_dir(tokenizer, model_dir, cfg, revision)
+        tok = load_tokenizer(tok_dir, cfg, max_length, truncation_side)
+        return cls(model, cfg, tok, device, batch_size, attention or default_backend(device),
+                   cfg.alpha if alpha is None else alpha)
+
+    # --- public API ---------------------------------------------------------------------
+    def score_pairs(self, prompts: list[str], responses: list[str], progress: bool = False) -> list[float]:
+        if len(prompts) != len(responses):
+            raise ValueError("prompts and responses differ in length")
+        return self.score_samples(
+            [Sample(p, r, history=[ChatTurn("user", p)]) for p, r in zip(prompts, responses)], progress
+        )
+
+    def score_texts(self, texts: list[str], progress: bool = False) -> list[float]:
+        return self.score_samples([Sample(None, t) for t in texts], progress)
+
+    def encode_pairs(self, prompts: list[str], responses: list[str]) -> list[list[int]]:
+        return self.encode([Sample(p, r, history=[ChatTurn("user", p)]) for p, r in zip(prompts, responses)])
+
+    def score_samples(self, samples: list[Sample], progress: bool = False) -> list[float]:
+        return self.score_ids(self.encode(samples), progress)
+
+    # --- the pipeline ---------------------------------------------------------------------
+    def encode(self, samples: list[Sample]) -> list[list[int]]:
+        """Format and tokenize, keeping order. Pair models take (prompt, response) pairs."""
+        ids: list[list[int] | None] = [None] * len(samples)
+        pairs = [i for i, s in enumerate(samples) if s.prompt is not None and self.tokenizer.pair_input]
+        paired = set(pairs)
+        texts = [i for i in range(len(samples)) if i not in paired]
+        if pairs:
+            encoded = self.tokenizer.encode_pairs([samples[i].prompt for i in pairs],
+                                                  [samples[i].response for i in pairs])
+            for i, e in zip(pairs, encoded):
+                ids[i] = e
+        if texts:
+            encoded = self.tokenizer.encode_texts([self.format_text(samples[i]) for i in texts])
+            for i, e in zip(texts, encoded):
+                ids[i] = e
+        return ids
+
+    def format_text(self, sample: Sample) -> str:
+        if self.tokenizer.pair_input or sample.history is None:
+            return sample.response if sample.prompt is None else sample.prompt + "\n" + sample.response
+        return pygmalion_text(sample.history, sample.response, **self.chat_names)
+
+    @torch.inference_mode()
+    def score_ids(self, sequences: list[list[int]], progress: bool = False) -> list[float]:
+        empty = [i for i, s in enumerate(sequences) if not s]
+        if empty:
+            raise MinirmError(f"sample {empty[0]} tokenizes to nothing; give it some text")
+        scores = [0.0] * len(sequences)
+        batches = length_batches([len(s) for s in sequences], self.batch_size)
+        bar = _progress(len(sequences), progress)
+        for batch_idx in batches:
+            ids, lengths = pad_batch([sequences[i] for i in batch_idx], self.tokenizer.pad_id, self.device)
+            batch = AttentionBatch.build(lengths, ids.size(1), causal=self.model.causal, backend=self.attention)
+            logits = self.model(ids, batch).float()
+            for i, s in zip(batch_idx, self.logits_to_scores(logits).tolist()):
+                scores[i] = s
+            bar.update(len(batch_idx))
+        bar.close()
+        return scores
+
+    def logits_to_scores(self, logits: torch.Tensor) -> torch.Tensor:
+        if self.cfg.family == "bert-reward":
+            return logits[:, 0] * self.alpha
+        if self.cfg.num_labels == 1:
+            return logits[:, 0]
+        return logits.softmax(dim=-1)[:, 1]
+
+
+def _tokenizer_dir(tokenizer: str | None, model_dir: Path, cfg: ModelConfig, revision: str | None) -> Path:
+    if tokenizer is not None:
+        return resolve_model(tokenizer, files="tokenizer")
+    if has_tokenizer(model_dir):
+        return model_dir
+    base = BASE_TOKENIZERS.get(cfg.family)
+    if base is None:
+        raise MinirmError(f"{model_dir}: ships no tokenizer; pass --tokenizer DIR_OR_REPO")
+    return resolve_model(base, files="tokenizer")
+
+
+class _NoBar:
+    def update(self, n):
+        pass
+
+    def close(self):
+        pass
+
+
+def _progress(total: int, enabled: bool):
+    if not enabled:
+        return _NoBar()
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="seq", desc="scoring", dynamic_ncols=True)

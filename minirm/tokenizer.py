@@ -1,0 +1,135 @@
+"""Tokenization with the `tokenizers` library, the way each model card tokenizes.
+
+- BERT / RoBERTa / DeBERTa reward models encode (prompt, response) as a pair:
+  `tokenizer(prompt, response, truncation=True, max_length=512)`, longest-first
+  truncation, token types dropped (all 0).
+- GPT-2 reward models read their score at the last token, so they encode one
+  pre-formatted text and truncate from the LEFT: the end of the conversation is kept.
+
+A tokenizer.json may carry its own padding or truncation (sentence-transformers
+checkpoints pin max_length 128, for example). Both are switched off here and replaced by
+ours, so nothing in a tokenizer file silently changes a score.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+
+from .config import ModelConfig
+from .errors import MinirmError
+
+DEFAULT_MAX_LENGTH = 512
+
+
+class RewardTokenizer:
+    def __init__(self, tokenizer: Tokenizer, cfg: ModelConfig, max_length: int | None = None,
+                 truncation_side: str | None = None):
+        self.tokenizer = tokenizer
+        self.cfg = cfg
+        self.pair_input = cfg.family != "gpt2"  # GPT-2 models score one formatted text
+        limit = usable_positions(cfg)
+        self.max_length = min(max_length or DEFAULT_MAX_LENGTH, limit)
+        if max_length and max_length > limit:
+            raise MinirmError(f"--max-length {max_length} exceeds this model's {limit} positions; use at most {limit}")
+        self.truncation_side = truncation_side or ("left" if cfg.family == "gpt2" else "right")
+        if self.truncation_side not in ("left", "right"):
+            raise MinirmError(f"truncation side must be 'left' or 'right', not {self.truncation_side!r}")
+        tokenizer.no_padding()
+        tokenizer.enable_truncation(self.max_length, strategy="longest_first", direction=self.truncation_side)
+        self.pad_id = pad_token_id(tokenizer, cfg)
+
+    def encode_pairs(self, prompts: list[str], responses: list[str]) -> list[list[int]]:
+        return [e.ids for e in self.tokenizer.encode_batch(list(zip(prompts, responses)))]
+
+    def encode_texts(self, texts: list[str]) -> list[list[int]]:
+        return [e.ids for e in self.tokenizer.encode_batch(texts)]
+
+
+def usable_positions(cfg: ModelConfig) -> int:
+    if cfg.family == "roberta":  # positions 0..pad are reserved by fairseq's numbering
+        return cfg.max_positions - (cfg.pad_token_id or 0) - 1
+    if cfg.family == "deberta-v2" and not cfg.position_biased_input:
+        return 1 << 20  # relative positions only: no hard limit from the embedding table
+    return cfg.max_positions
+
+
+def pad_token_id(tokenizer: Tokenizer, cfg: ModelConfig) -> int:
+    if cfg.pad_token_id is not None:
+        return cfg.pad_token_id
+    for token in ("[PAD]", "<pad>", "<|endoftext|>"):
+        token_id = tokenizer.token_to_id(token)
+        if token_id is not None:
+            return token_id
+    return 0
+
+
+def load_tokenizer(tokenizer_dir: str | Path, cfg: ModelConfig, max_length: int | None = None,
+                   truncation_side: str | None = None) -> RewardTokenizer:
+    return RewardTokenizer(read_tokenizer(Path(tokenizer_dir), cfg), cfg, max_length, truncation_side)
+
+
+def has_tokenizer(folder: Path) -> bool:
+    return any((folder / f).is_file() for f in ("tokenizer.json", "vocab.txt", "vocab.json"))
+
+
+def read_tokenizer(folder: Path, cfg: ModelConfig) -> Tokenizer:
+    """tokenizer.json if present; else rebuild it from vocab.txt or vocab.json + merges.txt."""
+    if (folder / "tokenizer.json").is_file():
+        try:
+            return Tokenizer.from_file(str(folder / "tokenizer.json"))
+        except Exception as e:  # noqa: BLE001 - the Rust side raises a bare Exception
+            raise MinirmError(f"{folder / 'tokenizer.json'}: cannot be read ({e}); re-download it") from None
+    options = _tokenizer_config(folder)
+    if (folder / "vocab.txt").is_file():
+        return _wordpiece(folder / "vocab.txt", lowercase=options.get("do_lower_case", False))
+    if (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file():
+        return _byte_level_bpe(folder, with_roberta_specials=cfg.family == "roberta")
+    raise MinirmError(
+        f"{folder}: no tokenizer (tokenizer.json, vocab.txt or vocab.json + merges.txt); pass --tokenizer DIR_OR_REPO"
+    )
+
+
+def _tokenizer_config(folder: Path) -> dict:
+    path = folder / "tokenizer_config.json"
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise MinirmError(f"{path}: not valid JSON ({e})") from None
+
+
+def _wordpiece(vocab_file: Path, lowercase: bool) -> Tokenizer:
+    """BERT's tokenizer from vocab.txt: clean, split on whitespace and punctuation, WordPiece."""
+    tok = Tokenizer(models.WordPiece.from_file(str(vocab_file), unk_token="[UNK]", max_input_chars_per_word=100))
+    tok.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True,
+                                                strip_accents=None, lowercase=lowercase)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.decoder = decoders.WordPiece(prefix="##")
+    tok.add_special_tokens(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
+    cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
+    )
+    return tok
+
+
+def _byte_level_bpe(folder: Path, with_roberta_specials: bool) -> Tokenizer:
+    """GPT-2 / RoBERTa byte-level BPE from vocab.json + merges.txt."""
+    tok = Tokenizer(models.BPE.from_file(str(folder / "vocab.json"), str(folder / "merges.txt")))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    if with_roberta_specials:
+        tok.add_special_tokens(["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
+        tok.post_processor = processors.RobertaProcessing(
+            sep=("</s>", tok.token_to_id("</s>")), cls=("<s>", tok.token_to_id("<s>")),
+            trim_offsets=True, add_prefix_space=False,
+        )
+    else:
+        tok.add_special_tokens(["<|endoftext|>"])
+        tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    return tok

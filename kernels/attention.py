@@ -540,7 +540,7 @@ def _validate(q, k, v, cu_seqlens, max_seqlen):
     if cu_seqlens.dim() != 1 or cu_seqlens.numel() < 2:
         raise ValueError(f"cu_seqlens must be 1-D with batch + 1 >= 2 entries, got shape {tuple(cu_seqlens.shape)}")
     if isinstance(max_seqlen, bool) or not isinstance(max_seqlen, int) or max_seqlen < 1:
-        raise ValueError(f"max_seqlen must be a positive int, got {max_seqlen!r}")
+        raise ValueError(f"max_seqlen must be a positive Python int, got {max_seqlen!r}")
     # Checking the values of cu_seqlens needs them on the host. On a GPU that would force a
     # device-to-host sync on every call, so, like FlashAttention, we trust them there.
     if cu_seqlens.device.type == "cpu":

@@ -58,14 +58,17 @@ def bpe_files(tmp_path_factory) -> Path:
 def tiny_config(family: str, **overrides):
     import transformers as tf
 
-    common = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
+    # initializer_range 0.2, not 0.02: with tiny weights every model is nearly constant and a
+    # wrong activation or position offset would hide under the 1e-5 tolerance
+    common = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+                  initializer_range=0.2)
     if family == "bert":
         cfg = tf.BertConfig(vocab_size=30522, max_position_embeddings=512, num_labels=1, **common)
     elif family == "roberta":
         cfg = tf.RobertaConfig(vocab_size=50262, max_position_embeddings=514, num_labels=1, pad_token_id=1,
                                bos_token_id=0, eos_token_id=2, **common)
     elif family == "gpt2":
-        cfg = tf.GPT2Config(vocab_size=50257, n_positions=1024, n_embd=32, n_layer=2, n_head=4,
+        cfg = tf.GPT2Config(vocab_size=50257, n_positions=1024, n_embd=32, n_layer=2, n_head=4, initializer_range=0.2,
                             num_labels=2, pad_token_id=50256)
     else:
         raise ValueError(family)

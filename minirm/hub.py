@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 from pathlib import Path
+from urllib.parse import urlparse
 
 from .errors import MinirmError
 
@@ -60,7 +62,23 @@ def resolve_model(name: str, revision: str | None = None, files: str = "model") 
             f"({_cache_dir() or '~/.cache/huggingface/hub'}), or pass a local checkpoint directory")
     if offline():
         raise MinirmError(f"{repo_id} is not in the Hugging Face cache and HF_HUB_OFFLINE=1; {hint}")
+    reachable, reason = hub_reachable()
+    if not reachable:
+        raise MinirmError(f"{repo_id} is not in the Hugging Face cache and the Hub is unreachable ({reason}); {hint}")
     return _download(repo_id, revision, files, hint)
+
+
+def hub_reachable(timeout: float = 5.0) -> tuple[bool, str]:
+    """One TCP connect to the Hub endpoint, so that no network fails in seconds, not after retries."""
+    from huggingface_hub import constants
+
+    url = urlparse(os.environ.get("HF_ENDPOINT") or constants.ENDPOINT)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname, port), timeout=timeout).close()
+    except OSError as e:
+        return False, f"{url.hostname}: {e.strerror or type(e).__name__}"
+    return True, ""
 
 
 def _cache_dir() -> str | None:

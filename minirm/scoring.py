@@ -123,18 +123,22 @@ class Scorer:
         empty = [i for i, s in enumerate(sequences) if not s]
         if empty:
             raise MinirmError(f"sample {empty[0]} tokenizes to nothing; give it some text")
-        scores = [0.0] * len(sequences)
-        batches = length_batches([len(s) for s in sequences], self.batch_size)
-        bar = _progress(len(sequences), progress)
-        for batch_idx in batches:
-            ids, lengths = pad_batch([sequences[i] for i in batch_idx], self.tokenizer.pad_id, self.device)
+        # identical inputs are scored once: saves work, and a tie stays a tie bit for bit
+        # (the same row in two differently padded batches can differ in the last float bit)
+        unique: dict[tuple[int, ...], int] = {}
+        slot = [unique.setdefault(tuple(s), len(unique)) for s in sequences]
+        distinct = list(unique)
+        scores = [0.0] * len(distinct)
+        bar = _progress(len(distinct), progress)
+        for batch_idx in length_batches([len(s) for s in distinct], self.batch_size):
+            ids, lengths = pad_batch([distinct[i] for i in batch_idx], self.tokenizer.pad_id, self.device)
             batch = AttentionBatch.build(lengths, ids.size(1), causal=self.model.causal, backend=self.attention)
             logits = self.model(ids, batch).float()
             for i, s in zip(batch_idx, self.logits_to_scores(logits).tolist()):
                 scores[i] = s
             bar.update(len(batch_idx))
         bar.close()
-        return scores
+        return [scores[j] for j in slot]
 
     def logits_to_scores(self, logits: torch.Tensor) -> torch.Tensor:
         if self.cfg.family == "bert-reward":

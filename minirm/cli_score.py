@@ -1,0 +1,136 @@
+"""The score.py command line: argument parsing and output, nothing the library should own."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .errors import MinirmError
+from .hub import ALIAS_NOTES, ALIASES
+
+EPILOG = """examples:
+  python score.py --model aux-roberta "How do I bake bread?" "Mix flour, water, salt and yeast..."
+  python score.py --model chai-gpt2 --json "Hi!" "Hello there." "Go away."
+  python score.py --model ./my-checkpoint --input pairs.jsonl --output scored.jsonl
+
+input JSONL rows carry "prompt" + "response", "text" (pre-formatted), or "chosen" + "rejected"
+(with or without "prompt"; without it they are hh-rlhf transcripts). Output rows keep every
+input field and add "score" (or "score_chosen", "score_rejected" and "correct").
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="score.py", description="Score (prompt, response) pairs with a reward model, as transformers does.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("prompt", nargs="?", help="the prompt (omit with --input)")
+    p.add_argument("responses", nargs="*", metavar="response", help="one or more responses to score")
+    p.add_argument("--model", "-m", help="alias, Hub repo id or local checkpoint directory")
+    p.add_argument("--revision", help="Hub branch, tag, commit or refs/pr/N (default: main)")
+    p.add_argument("--tokenizer", help="tokenizer directory or repo id, when the model ships none")
+    p.add_argument("--input", "-i", help="JSONL file of records to score")
+    p.add_argument("--output", "-o", help="JSONL file to write (default: stdout)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of plain numbers")
+    p.add_argument("--batch-size", type=int, default=32, help="sequences per forward pass (default 32)")
+    p.add_argument("--max-length", type=int, help="truncate to this many tokens (default 512)")
+    p.add_argument("--truncation-side", choices=["left", "right"],
+                   help="default: left for GPT-2 models (keep the conversation's end), right otherwise")
+    p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--attention", choices=["sdpa", "eager", "triton"], help="default: triton on CUDA, sdpa otherwise")
+    p.add_argument("--alpha", type=float, help="output scale of the Aira regression model (default: config.json)")
+    p.add_argument("--bot-name", default="Bot", help="bot name in the Pygmalion chat format (CHAI)")
+    p.add_argument("--user-name", default="User", help="user name in the Pygmalion chat format (CHAI)")
+    p.add_argument("--memory", default="", help="bot persona in the Pygmalion chat format (CHAI)")
+    p.add_argument("--list-models", action="store_true", help="list the model aliases and exit")
+    return p
+
+
+def list_models() -> str:
+    width = max(map(len, ALIASES))
+    lines = [f"{'alias':<{width}}  {'Hub repo':<42}  how it scores"]
+    for alias, repo in ALIASES.items():
+        lines.append(f"{alias:<{width}}  {repo:<42}  {ALIAS_NOTES[alias]}")
+    return "\n".join(lines)
+
+
+def run(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.list_models:
+        print(list_models())
+        return 0
+    if not args.model:
+        raise MinirmError("--model is required (an alias, a Hub repo id or a directory); see --list-models")
+    if args.input and (args.prompt or args.responses):
+        raise MinirmError("give either --input FILE or PROMPT RESPONSE..., not both")
+    if not args.input and not args.responses:
+        raise MinirmError("nothing to score: give PROMPT RESPONSE [RESPONSE ...] or --input FILE.jsonl")
+    if args.output and not args.input:
+        raise MinirmError("--output needs --input; with PROMPT RESPONSE the scores go to stdout")
+    from . import records
+    from .scoring import Scorer
+
+    rows = records.read_jsonl(args.input) if args.input else None  # validate input before loading a model
+    scorer = Scorer.from_pretrained(
+        args.model, revision=args.revision, device=args.device, dtype=args.dtype, max_length=args.max_length,
+        truncation_side=args.truncation_side, tokenizer=args.tokenizer, attention=args.attention,
+        batch_size=args.batch_size, alpha=args.alpha,
+    )
+    scorer.chat_names = {"bot_name": args.bot_name, "user_name": args.user_name, "memory": args.memory}
+    if rows is None:
+        scores = scorer.score_pairs([args.prompt] * len(args.responses), args.responses)
+        if args.json:
+            print(json.dumps([{"prompt": args.prompt, "response": r, "score": s}
+                              for r, s in zip(args.responses, scores)], ensure_ascii=False, indent=2))
+        else:
+            print("\n".join(f"{s:.6f}" for s in scores))
+        return 0
+    scored, summary = score_rows(scorer, rows, progress=sys.stderr.isatty() or bool(args.output))
+    if args.output:
+        records.write_jsonl_atomic(args.output, scored)
+    else:
+        for row in scored:
+            print(json.dumps(row, ensure_ascii=False))
+    if summary:
+        print(json.dumps(summary), file=sys.stderr if not args.output else sys.stdout)
+    return 0
+
+
+def score_rows(scorer, rows: list[dict], progress: bool = False) -> tuple[list[dict], dict | None]:
+    """Score every row; preference rows get both scores and a reward-bench style summary."""
+    from .records import row_samples
+
+    samples, owners = [], []
+    for i, row in enumerate(rows):
+        for s in row_samples(row):
+            samples.append(s)
+            owners.append(i)
+    scores = scorer.score_samples(samples, progress=progress)
+    per_row: dict[int, list[float]] = {}
+    for i, s in zip(owners, scores):
+        per_row.setdefault(i, []).append(s)
+    out, correct, n_pref = [], 0, 0
+    for i, row in enumerate(rows):
+        got = per_row[i]
+        if len(got) == 2:
+            n_pref += 1
+            correct += got[0] > got[1]
+            out.append({**row, "score_chosen": got[0], "score_rejected": got[1], "correct": got[0] > got[1]})
+        else:
+            out.append({**row, "score": got[0]})
+    summary = {"model": scorer.cfg.raw.get("_name_or_path") or scorer.cfg.family, "num_pairs": n_pref,
+               "accuracy": correct / n_pref} if n_pref else None
+    return out, summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        return run(argv)
+    except MinirmError as e:
+        print(f"score.py: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("score.py: interrupted; no output file was written", file=sys.stderr)
+        return 130

@@ -1,0 +1,222 @@
+"""Tests for the Triton varlen attention kernel (kernels/attention.py).
+
+They run on CPU through Triton's interpreter. The kernels check TRITON_INTERPRET when they are
+launched, not when they are imported, so setting it here works whatever test module imported
+Triton or `kernels` first. The interpreter executes every program instance as numpy code one at
+a time, so tensors stay small: few heads, short sequences, and each axis (head dim, dtype,
+causal, lengths) is covered without taking the full cross product.
+
+Low-precision results are compared with an fp32 reference computed from the same rounded
+inputs, so the tolerance only has to absorb the kernel's own rounding.
+"""
+
+import os
+
+os.environ["TRITON_INTERPRET"] = "1"
+
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from kernels import varlen_attention, varlen_attention_reference  # noqa: E402
+from kernels.attention import _attention_forward  # noqa: E402
+
+# (atol, rtol) per dtype; roughly a few units in the last place of each format at O(1) values.
+TOLERANCES = {
+    torch.float32: (1e-5, 1e-5),
+    torch.float16: (5e-3, 5e-3),
+    torch.bfloat16: (3e-2, 3e-2),
+}
+
+# Sequence lengths, ragged on purpose: a single token, two tokens, lengths that are not multiples
+# of any block size, one exact multiple, and one longer than the largest GPU block (128).
+RAGGED_LENGTHS = [1, 2, 17, 64, 127, 150]
+
+
+def cu_seqlens_for(lengths):
+    return torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()], dtype=torch.int32)
+
+
+def random_qkv(lengths, heads, head_dim, dtype, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    shape = (sum(lengths), heads, head_dim)
+    return [torch.randn(shape, generator=generator).to(dtype) for _ in range(3)]
+
+
+def assert_matches_reference(lengths, heads, head_dim, dtype, causal, softmax_scale=None, seed=0):
+    """Forward output and dq, dk, dv of the kernel against the fp32 PyTorch reference."""
+    cu_seqlens = cu_seqlens_for(lengths)
+    q, k, v = random_qkv(lengths, heads, head_dim, dtype, seed)
+    grad_out = torch.randn(q.shape, generator=torch.Generator().manual_seed(seed + 1)).to(dtype)
+
+    kernel_inputs = [x.clone().requires_grad_() for x in (q, k, v)]
+    out = varlen_attention(*kernel_inputs, cu_seqlens, max(lengths), causal=causal, softmax_scale=softmax_scale)
+    out.backward(grad_out)
+
+    # The reference sees exactly the same (already rounded) numbers, in fp32.
+    reference_inputs = [x.float().requires_grad_() for x in (q, k, v)]
+    expected = varlen_attention_reference(*reference_inputs, cu_seqlens, causal=causal, softmax_scale=softmax_scale)
+    expected.backward(grad_out.float())
+
+    atol, rtol = TOLERANCES[dtype]
+    assert out.dtype == dtype and out.shape == q.shape
+    bounds = cu_seqlens.tolist()
+    for index, (start, end) in enumerate(zip(bounds[:-1], bounds[1:])):
+        for name, actual, wanted in [
+            ("out", out, expected),
+            ("dq", kernel_inputs[0].grad, reference_inputs[0].grad),
+            ("dk", kernel_inputs[1].grad, reference_inputs[1].grad),
+            ("dv", kernel_inputs[2].grad, reference_inputs[2].grad),
+        ]:
+            torch.testing.assert_close(
+                actual[start:end].float(), wanted[start:end], atol=atol, rtol=rtol,
+                msg=lambda text: f"{name} of sequence {index} (length {end - start}): {text}",
+            )
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("causal", [False, True], ids=["bidirectional", "causal"])
+def test_ragged_batch_matches_reference(causal, dtype):
+    assert_matches_reference(RAGGED_LENGTHS, heads=2, head_dim=32, dtype=dtype, causal=causal)
+
+
+@pytest.mark.parametrize(
+    "head_dim, dtype, causal",
+    [(16, torch.float32, True), (64, torch.float16, False), (128, torch.bfloat16, True), (128, torch.float32, False)],
+    ids=str,
+)
+def test_head_dims(head_dim, dtype, causal):
+    # Includes an empty sequence, which must simply produce no rows.
+    assert_matches_reference([5, 0, 33, 70], heads=2, head_dim=head_dim, dtype=dtype, causal=causal)
+
+
+@pytest.mark.parametrize("causal", [False, True], ids=["bidirectional", "causal"])
+def test_batch_of_one(causal):
+    assert_matches_reference([133], heads=1, head_dim=32, dtype=torch.float32, causal=causal)
+
+
+def test_custom_softmax_scale():
+    assert_matches_reference([9, 40], heads=3, head_dim=16, dtype=torch.float32, causal=True, softmax_scale=0.3)
+
+
+def test_max_seqlen_larger_than_needed():
+    # Callers that pad to a fixed length pass that length; the extra programs just exit.
+    lengths = [3, 20]
+    cu_seqlens = cu_seqlens_for(lengths)
+    q, k, v = random_qkv(lengths, 2, 16, torch.float32)
+    out = varlen_attention(q, k, v, cu_seqlens, max_seqlen=100)
+    torch.testing.assert_close(out, varlen_attention_reference(q, k, v, cu_seqlens))
+
+
+def test_log_sum_exp_saved_for_backward():
+    lengths = [1, 37]
+    cu_seqlens = cu_seqlens_for(lengths)
+    q, k, v = random_qkv(lengths, 2, 32, torch.float32)
+    scale = 32 ** -0.5
+    for causal in (False, True):
+        _, lse = _attention_forward(q, k, v, cu_seqlens, max(lengths), causal, scale)
+        assert lse.shape == (2, sum(lengths)) and lse.dtype == torch.float32
+        for start, end in [(0, 1), (1, 38)]:
+            scores = torch.einsum("qhd,khd->hqk", q[start:end], k[start:end]) * scale
+            if causal:
+                length = end - start
+                scores = scores.masked_fill(torch.ones(length, length, dtype=torch.bool).triu(1), float("-inf"))
+            torch.testing.assert_close(lse[:, start:end], torch.logsumexp(scores, dim=-1))
+
+
+def test_non_contiguous_inputs():
+    # q, k, v sliced out of one fused projection, as models produce them.
+    lengths = [7, 30]
+    cu_seqlens = cu_seqlens_for(lengths)
+    qkv = torch.randn(sum(lengths), 3, 2, 32, requires_grad=True)
+    q, k, v = qkv.unbind(dim=1)
+    assert not q.is_contiguous()
+    out = varlen_attention(q, k, v, cu_seqlens, max(lengths), causal=True)
+    out.sum().backward()
+    kernel_grad = qkv.grad.clone()
+
+    qkv.grad = None
+    expected = varlen_attention_reference(*qkv.unbind(dim=1), cu_seqlens, causal=True)
+    expected.sum().backward()
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(kernel_grad, qkv.grad, atol=1e-5, rtol=1e-5)
+
+
+# ----------------------------------------------------------------------------------------------
+# Input validation
+# ----------------------------------------------------------------------------------------------
+def valid_inputs():
+    lengths = [3, 5]
+    q, k, v = random_qkv(lengths, 2, 16, torch.float32)
+    return dict(q=q, k=k, v=v, cu_seqlens=cu_seqlens_for(lengths), max_seqlen=5)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda a: a.update(q=a["q"][:, 0]), "shape"),
+        (lambda a: a.update(k=a["k"][:4]), "same shape"),
+        (lambda a: a.update(v=a["v"].half()), "same dtype"),
+        (lambda a: a.update(q=a["q"].double(), k=a["k"].double(), v=a["v"].double()), "not supported"),
+        (lambda a: a.update(**{name: a[name][..., :8].contiguous() for name in "qkv"}), "head_dim 8"),
+        (lambda a: a.update(cu_seqlens=a["cu_seqlens"].long()), "int32"),
+        (lambda a: a.update(cu_seqlens=torch.zeros(1, dtype=torch.int32)), "batch \\+ 1"),
+        (lambda a: a.update(cu_seqlens=torch.tensor([0, 3, 7], dtype=torch.int32)), "total_tokens=8"),
+        (lambda a: a.update(cu_seqlens=torch.tensor([0, 6, 3, 8], dtype=torch.int32)), "non-decreasing"),
+        (lambda a: a.update(max_seqlen=4), "smaller than the longest"),
+        (lambda a: a.update(max_seqlen=0), "positive"),
+        (lambda a: a.update(max_seqlen=5.0), "positive Python int"),
+        (lambda a: a.update(q=a["q"].numpy()), "torch.Tensor"),
+    ],
+)
+def test_invalid_inputs_raise_value_error(change, message):
+    arguments = valid_inputs()
+    change(arguments)
+    with pytest.raises(ValueError, match=message):
+        varlen_attention(**arguments)
+
+
+def test_cpu_without_interpreter_raises(monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET")
+    with pytest.raises(RuntimeError, match="TRITON_INTERPRET=1"):
+        varlen_attention(**valid_inputs())
+
+
+def test_import_needs_neither_gpu_nor_interpreter():
+    environment = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
+    environment["CUDA_VISIBLE_DEVICES"] = ""
+    repo_root = Path(__file__).resolve().parents[1]
+    result = subprocess.run(
+        [sys.executable, "-c", "import kernels; print(kernels.varlen_attention.__name__)"],
+        cwd=repo_root, env=environment, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "varlen_attention"
+
+
+# ----------------------------------------------------------------------------------------------
+# Compiled kernels, only where a CUDA GPU is present (skipped on CPU-only machines and in CI)
+# ----------------------------------------------------------------------------------------------
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("causal", [False, True], ids=["bidirectional", "causal"])
+def test_compiled_kernels_on_gpu(monkeypatch, causal, dtype):
+    monkeypatch.delenv("TRITON_INTERPRET")
+    lengths = [1, 17, 300, 1000, 64]
+    cu_seqlens = cu_seqlens_for(lengths).cuda()
+    q, k, v = (x.cuda().requires_grad_() for x in random_qkv(lengths, 4, 64, dtype))
+    out = varlen_attention(q, k, v, cu_seqlens, max(lengths), causal=causal)
+    grad_out = torch.randn_like(out)
+    out.backward(grad_out)
+
+    reference_inputs = [x.detach().float().requires_grad_() for x in (q, k, v)]
+    expected = varlen_attention_reference(*reference_inputs, cu_seqlens, causal=causal)
+    expected.backward(grad_out.float())
+    # On the GPU the probabilities are also rounded to fp16/bf16 before the P @ V product.
+    atol = rtol = 1e-2 if dtype == torch.float16 else 5e-2
+    torch.testing.assert_close(out.float(), expected, atol=atol, rtol=rtol)
+    for kernel_input, reference_input in zip((q, k, v), reference_inputs):
+        torch.testing.assert_close(kernel_input.grad.float(), reference_input.grad, atol=atol, rtol=rtol)

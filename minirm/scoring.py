@@ -73,9 +73,14 @@ class Scorer:
             raise MinirmError(f"{name}: {cfg.num_labels} labels; a reward score needs a 1- or 2-label head")
         if alpha is not None and cfg.family != "bert-reward":
             raise MinirmError("--alpha applies only to the Aira regression model (model_type bert-reward)")
+        if attention is None:
+            attention = default_backend(device) if getattr(model, "supports_packed", True) else "sdpa"
+        elif attention == "triton" and not getattr(model, "supports_packed", True):
+            raise MinirmError(f"{cfg.family} attention carries a relative-position bias the triton kernel "
+                              "does not take; use --attention sdpa")
         tok_dir = _tokenizer_dir(tokenizer, model_dir, cfg, revision)
         tok = load_tokenizer(tok_dir, cfg, max_length, truncation_side)
-        return cls(model, cfg, tok, device, batch_size, attention or default_backend(device),
+        return cls(model, cfg, tok, device, batch_size, attention,
                    cfg.alpha if alpha is None else alpha)
 
     # --- public API ---------------------------------------------------------------------

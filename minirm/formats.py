@@ -6,7 +6,7 @@ chaiverse PygmalionFormatter writes it:
 
     {bot_name}'s Persona: {memory}
     ####
-    {prompt}
+    {scenario}
     <START>
     {user_name}: {message}
     {bot_name}: {message}
@@ -31,12 +31,13 @@ class ChatTurn:
 
 
 def pygmalion_context(history: list[ChatTurn], bot_name: str = "Bot", user_name: str = "User",
-                      memory: str = "", prompt: str = "", max_messages: int = MAX_MESSAGES) -> str:
-    """The conversation so far, ending with '{bot_name}:' for the reply to follow."""
-    parts = []
-    if memory:
-        parts.append(f"{bot_name}'s Persona: {memory}\n####\n")
-    parts.append(f"{prompt}\n<START>\n")
+                      memory: str = "", scenario: str = "", max_messages: int = MAX_MESSAGES) -> str:
+    """The conversation so far, ending with '{bot_name}:' for the reply to follow.
+
+    `memory` is the bot's persona and `scenario` the formatter's "prompt" field (the scene);
+    like chaiverse's formatter, both templates are always written, even when empty.
+    """
+    parts = [f"{bot_name}'s Persona: {memory}\n####\n", f"{scenario}\n<START>\n"]
     for turn in history[-max_messages:] if max_messages > 0 else []:
         name = bot_name if turn.speaker == "bot" else user_name
         parts.append(f"{name}: {turn.message}\n")

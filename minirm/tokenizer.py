@@ -84,7 +84,8 @@ def read_tokenizer(folder: Path, cfg: ModelConfig) -> Tokenizer:
             raise MinirmError(f"{folder / 'tokenizer.json'}: cannot be read ({e}); re-download it") from None
     options = _tokenizer_config(folder)
     if (folder / "vocab.txt").is_file():
-        return _wordpiece(folder / "vocab.txt", lowercase=options.get("do_lower_case", False))
+        # transformers' BertTokenizer lowercases unless told otherwise
+        return _wordpiece(folder / "vocab.txt", lowercase=options.get("do_lower_case", True))
     if (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file():
         return _byte_level_bpe(folder, with_roberta_specials=cfg.family == "roberta")
     raise MinirmError(
@@ -124,9 +125,10 @@ def _byte_level_bpe(folder: Path, with_roberta_specials: bool) -> Tokenizer:
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     if with_roberta_specials:
-        tok.add_special_tokens(["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
+        # transformers' order (bos, eos, unk, pad, mask), so new ids match when the vocab lacks them
+        tok.add_special_tokens(["<s>", "</s>", "<unk>", "<pad>", "<mask>"])
         tok.post_processor = processors.RobertaProcessing(
-            sep=("</s>", tok.token_to_id("</s>")), cls=("<s>", tok.token_to_id("<s>")),
+            ("</s>", tok.token_to_id("</s>")), ("<s>", tok.token_to_id("<s>")),
             trim_offsets=True, add_prefix_space=False,
         )
     else:

@@ -32,19 +32,21 @@ Programs whose block starts past the end of their (short) sequence return immedi
 Where it runs:
 
 * CUDA tensors: compiled kernels, with block sizes picked by ``triton.autotune``.
-* CPU tensors with ``TRITON_INTERPRET=1`` in the environment: Triton's interpreter executes the
-  very same kernels with numpy, one program at a time, with small fixed block sizes. This is
-  slow and meant for tests and for stepping through the kernels in a debugger.
-* CPU tensors without ``TRITON_INTERPRET=1``: ``varlen_attention`` raises a RuntimeError rather
-  than silently running something else. Use ``varlen_attention_reference`` for plain PyTorch.
+* ``TRITON_INTERPRET=1`` in the environment *before triton is first imported* (Triton reads it
+  when ``@triton.jit`` runs, for these kernels and for triton.language's own helpers):
+  Triton's interpreter executes the very same kernels with numpy, one program at a time, with
+  small fixed block sizes, on CPU (or CUDA) tensors. This is slow and meant for tests and for
+  stepping through the kernels in a debugger.
+* CPU tensors otherwise: ``varlen_attention`` raises a RuntimeError rather than silently running
+  something else. Use ``varlen_attention_reference`` for plain PyTorch.
 """
 
-import functools
 import math
 
 import torch
 import triton
 import triton.language as tl
+from triton.runtime.interpreter import InterpretedFunction
 
 SUPPORTED_HEAD_DIMS = (16, 32, 64, 128)
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
@@ -373,9 +375,15 @@ def _configs(block_sizes):
 
 # (BLOCK_M, BLOCK_N, num_warps, num_stages). The forward and dQ programs own many queries and
 # stream keys; the dK/dV program owns many keys and streams queries, hence the mirrored shapes.
-_FORWARD_CONFIGS = _configs([(128, 64, 4, 3), (128, 64, 8, 3), (128, 128, 8, 3), (64, 64, 4, 3), (64, 32, 4, 2)])
-_DKDV_CONFIGS = _configs([(32, 128, 4, 3), (32, 128, 8, 3), (64, 128, 8, 2), (32, 64, 4, 3), (64, 64, 4, 2)])
-_DQ_CONFIGS = _configs([(128, 32, 4, 3), (128, 32, 8, 3), (128, 64, 8, 2), (64, 32, 4, 3), (64, 64, 4, 2)])
+# Each list has configs that compile for sm_90 (H100) without register spills at head_dim 64
+# and at head_dim 128 for fp16/bf16, plus a small last one for fp32 inputs, whose exact fp32
+# products run on CUDA cores instead of tensor cores and need more registers per tile.
+_FORWARD_CONFIGS = _configs([(128, 64, 4, 3), (128, 64, 8, 3), (128, 128, 8, 3), (64, 64, 4, 3), (64, 32, 4, 2),
+                             (32, 32, 4, 2)])
+_DKDV_CONFIGS = _configs([(32, 128, 8, 3), (32, 64, 4, 3), (64, 128, 8, 2), (32, 64, 8, 3), (64, 64, 8, 2),
+                          (16, 32, 4, 2)])
+_DQ_CONFIGS = _configs([(128, 32, 8, 3), (128, 64, 8, 2), (64, 32, 4, 3), (64, 32, 8, 3), (64, 64, 8, 2),
+                        (32, 32, 4, 2)])
 
 _forward_autotuned = triton.autotune(configs=_FORWARD_CONFIGS, key=_AUTOTUNE_KEY)(_attention_forward_kernel)
 _dkdv_autotuned = triton.autotune(configs=_DKDV_CONFIGS, key=_AUTOTUNE_KEY)(_attention_backward_dkdv_kernel)
@@ -387,31 +395,25 @@ _dq_autotuned = triton.autotune(configs=_DQ_CONFIGS, key=_AUTOTUNE_KEY)(_attenti
 _INTERPRETER_BLOCKS = {"BLOCK_M": 32, "BLOCK_N": 16}
 _INTERPRETER_DKDV_BLOCKS = {"BLOCK_M": 16, "BLOCK_N": 32}
 _PREPROCESS_BLOCK_T = 64
+# The launch grid is (query or key blocks, heads, sequences); CUDA caps its 2nd and 3rd sizes.
+_MAX_GRID_Z = 65535
 
 
-def _interpreter_enabled():
-    """True when TRITON_INTERPRET=1 is set now (read at call time, not at import time)."""
-    return bool(triton.knobs.runtime.interpret)
-
-
-@functools.cache
-def _interpreted(kernel):
-    """The interpreter version of a @triton.jit kernel.
-
-    @triton.jit decides between a compiled and an interpreted kernel when this module is
-    imported, from TRITON_INTERPRET at that moment. Building the interpreted version on demand
-    from the kernel's Python function makes the choice at call time instead, so it does not
-    matter whether this module was imported before or after the variable was set.
-    """
-    from triton.runtime.interpreter import InterpretedFunction
-
-    return kernel if isinstance(kernel, InterpretedFunction) else InterpretedFunction(kernel.fn)
+def _kernels_interpreted():
+    """True if @triton.jit built the kernels for Triton's interpreter (TRITON_INTERPRET=1 at import)."""
+    ours = isinstance(_attention_forward_kernel, InterpretedFunction)
+    if ours != isinstance(tl.zeros, InterpretedFunction):
+        raise RuntimeError(
+            "TRITON_INTERPRET changed between importing triton and importing kernels.attention, so "
+            "half of the kernel code would be interpreted and half compiled. Set it (or unset it) "
+            "before triton is first imported.")
+    return ours
 
 
 def _launch(kernel, autotuned_kernel, interpreter_blocks, grid, *args, **constexprs):
     """Run `kernel` under the interpreter with fixed blocks, or its autotuned version on a GPU."""
-    if _interpreter_enabled():
-        _interpreted(kernel)[grid](*args, **constexprs, **interpreter_blocks)
+    if _kernels_interpreted():
+        kernel[grid](*args, **constexprs, **interpreter_blocks)
     else:
         autotuned_kernel[grid](*args, **constexprs)
 
@@ -423,7 +425,7 @@ def _dot_dtype(dtype):
     multiply bfloat16 matrices (triton-lang/triton#11584: it multiplies the raw bit patterns), so
     there bf16 tiles are widened to fp32 after loading; loads and stores stay bf16.
     """
-    if dtype == torch.bfloat16 and _interpreter_enabled():
+    if dtype == torch.bfloat16 and _kernels_interpreted():
         return tl.float32
     return _TORCH_TO_TRITON_DTYPE[dtype]
 
@@ -471,10 +473,7 @@ def _attention_backward(d_out, q, k, v, out, lse, cu_seqlens, max_seqlen, causal
     dv = torch.empty_like(v)
     delta = torch.empty_like(lse)
 
-    preprocess = _attention_backward_preprocess_kernel
-    if _interpreter_enabled():
-        preprocess = _interpreted(preprocess)
-    preprocess[(triton.cdiv(total_tokens, _PREPROCESS_BLOCK_T), heads)](
+    _attention_backward_preprocess_kernel[(triton.cdiv(total_tokens, _PREPROCESS_BLOCK_T), heads)](
         out, d_out, delta, q.stride(0), q.stride(1), total_tokens,
         HEAD_DIM=head_dim, BLOCK_T=_PREPROCESS_BLOCK_T,
     )
@@ -539,6 +538,9 @@ def _validate(q, k, v, cu_seqlens, max_seqlen):
         raise ValueError(f"cu_seqlens must be int32, got {cu_seqlens.dtype}")
     if cu_seqlens.dim() != 1 or cu_seqlens.numel() < 2:
         raise ValueError(f"cu_seqlens must be 1-D with batch + 1 >= 2 entries, got shape {tuple(cu_seqlens.shape)}")
+    if cu_seqlens.numel() - 1 > _MAX_GRID_Z:
+        raise ValueError(f"at most {_MAX_GRID_Z} sequences per call (the CUDA grid's third dimension), "
+                         f"got {cu_seqlens.numel() - 1}")
     if isinstance(max_seqlen, bool) or not isinstance(max_seqlen, int) or max_seqlen < 1:
         raise ValueError(f"max_seqlen must be a positive Python int, got {max_seqlen!r}")
     # Checking the values of cu_seqlens needs them on the host. On a GPU that would force a
@@ -573,15 +575,17 @@ def varlen_attention(q, k, v, cu_seqlens, max_seqlen, causal=False, softmax_scal
 
     Raises:
         ValueError: malformed inputs.
-        RuntimeError: CPU tensors without TRITON_INTERPRET=1 (the kernels need a CUDA GPU or
-            Triton's interpreter; see varlen_attention_reference for plain PyTorch).
+        RuntimeError: CPU tensors while the kernels are compiled for the GPU, i.e. without
+            TRITON_INTERPRET=1 set before triton was imported (see varlen_attention_reference
+            for plain PyTorch).
     """
     _validate(q, k, v, cu_seqlens, max_seqlen)
-    if q.device.type != "cuda" and not _interpreter_enabled():
+    if q.device.type != "cuda" and not _kernels_interpreted():
         raise RuntimeError(
-            f"varlen_attention runs Triton kernels: move the tensors to a CUDA device, or set "
-            f"TRITON_INTERPRET=1 in the environment to run them (slowly) in Triton's interpreter on "
-            f"{q.device.type}. varlen_attention_reference is the plain PyTorch version.")
+            f"varlen_attention runs Triton kernels and got {q.device.type} tensors: move them to a CUDA "
+            f"device, or set TRITON_INTERPRET=1 in the environment before triton is first imported to run "
+            f"the kernels (slowly) in Triton's interpreter. varlen_attention_reference is the plain "
+            f"PyTorch version.")
     if softmax_scale is None:
         softmax_scale = 1.0 / math.sqrt(q.shape[2])
     # The kernels assume one contiguous (total_tokens, heads, head_dim) layout for every tensor.

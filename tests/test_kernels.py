@@ -1,13 +1,15 @@
 """Tests for the Triton varlen attention kernel (kernels/attention.py).
 
-They run on CPU through Triton's interpreter. The kernels check TRITON_INTERPRET when they are
-launched, not when they are imported, so setting it here works whatever test module imported
-Triton or `kernels` first. The interpreter executes every program instance as numpy code one at
-a time, so tensors stay small: few heads, short sequences, and each axis (head dim, dtype,
-causal, lengths) is covered without taking the full cross product.
+They run on CPU through Triton's interpreter. Triton reads TRITON_INTERPRET when it is imported
+(and when @triton.jit defines a kernel), so the variable must be set before the first
+`import triton` of the test session: tests/conftest.py sets it, and this module sets it too in
+case it runs alone. A check below turns a late setting into one clear collection error.
 
-Low-precision results are compared with an fp32 reference computed from the same rounded
-inputs, so the tolerance only has to absorb the kernel's own rounding.
+The interpreter executes every program instance as numpy code, one at a time, so tensors stay
+small: few heads, short sequences, and each axis (head dim, dtype, causal, lengths) is covered
+without taking the full cross product. Low-precision results are compared with an fp32
+reference computed from the same rounded inputs, so the tolerance only has to absorb the
+kernel's own rounding.
 """
 
 import os
@@ -22,9 +24,14 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from kernels import varlen_attention, varlen_attention_reference  # noqa: E402
-from kernels.attention import _attention_forward  # noqa: E402
+from kernels.attention import _attention_forward, _kernels_interpreted  # noqa: E402
 
-# (atol, rtol) per dtype; roughly a few units in the last place of each format at O(1) values.
+if not _kernels_interpreted():
+    raise RuntimeError("triton was imported before TRITON_INTERPRET=1 was set, so the kernels are compiled for a "
+                       "GPU; set the variable before the first `import triton` (tests/conftest.py does)")
+
+# (atol, rtol) per dtype: room for each format's rounding of O(1) values, small enough that a wrong
+# mask, scale or rescaling fails (checked by breaking the kernel on purpose).
 TOLERANCES = {
     torch.float32: (1e-5, 1e-5),
     torch.float16: (5e-3, 5e-3),
@@ -164,6 +171,7 @@ def valid_inputs():
         (lambda a: a.update(**{name: a[name][..., :8].contiguous() for name in "qkv"}), "head_dim 8"),
         (lambda a: a.update(cu_seqlens=a["cu_seqlens"].long()), "int32"),
         (lambda a: a.update(cu_seqlens=torch.zeros(1, dtype=torch.int32)), "batch \\+ 1"),
+        (lambda a: a.update(cu_seqlens=torch.zeros(65537, dtype=torch.int32)), "at most 65535 sequences"),
         (lambda a: a.update(cu_seqlens=torch.tensor([0, 3, 7], dtype=torch.int32)), "total_tokens=8"),
         (lambda a: a.update(cu_seqlens=torch.tensor([0, 6, 3, 8], dtype=torch.int32)), "non-decreasing"),
         (lambda a: a.update(max_seqlen=4), "smaller than the longest"),
@@ -179,44 +187,67 @@ def test_invalid_inputs_raise_value_error(change, message):
         varlen_attention(**arguments)
 
 
-def test_cpu_without_interpreter_raises(monkeypatch):
-    monkeypatch.delenv("TRITON_INTERPRET")
-    with pytest.raises(RuntimeError, match="TRITON_INTERPRET=1"):
-        varlen_attention(**valid_inputs())
+def run_without_interpreter(script):
+    """Run a Python script in a fresh process in which TRITON_INTERPRET was never set.
 
-
-def test_import_needs_neither_gpu_nor_interpreter():
+    Triton reads the variable when it is imported, so this process (interpreted kernels) cannot
+    test the compiled path or the CPU error; a subprocess can.
+    """
     environment = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
-    environment["CUDA_VISIBLE_DEVICES"] = ""
-    repo_root = Path(__file__).resolve().parents[1]
-    result = subprocess.run(
-        [sys.executable, "-c", "import kernels; print(kernels.varlen_attention.__name__)"],
-        cwd=repo_root, env=environment, capture_output=True, text=True, timeout=120,
-    )
+    return subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).resolve().parents[1], env=environment,
+                          capture_output=True, text=True, timeout=600)
+
+
+CPU_WITHOUT_INTERPRETER = """
+import torch
+import kernels  # importing needs neither a GPU nor TRITON_INTERPRET
+cu_seqlens = torch.tensor([0, 3], dtype=torch.int32)
+q = torch.randn(3, 2, 16)
+try:
+    kernels.varlen_attention(q, q, q, cu_seqlens, 3)
+except RuntimeError as error:
+    print(error)
+"""
+
+
+def test_cpu_without_interpreter_raises_clear_error():
+    result = run_without_interpreter(CPU_WITHOUT_INTERPRETER)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "varlen_attention"
+    assert "TRITON_INTERPRET=1" in result.stdout and "CUDA" in result.stdout
 
 
 # ----------------------------------------------------------------------------------------------
 # Compiled kernels, only where a CUDA GPU is present (skipped on CPU-only machines and in CI)
 # ----------------------------------------------------------------------------------------------
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
-@pytest.mark.parametrize("causal", [False, True], ids=["bidirectional", "causal"])
-def test_compiled_kernels_on_gpu(monkeypatch, causal, dtype):
-    monkeypatch.delenv("TRITON_INTERPRET")
-    lengths = [1, 17, 300, 1000, 64]
-    cu_seqlens = cu_seqlens_for(lengths).cuda()
-    q, k, v = (x.cuda().requires_grad_() for x in random_qkv(lengths, 4, 64, dtype))
-    out = varlen_attention(q, k, v, cu_seqlens, max(lengths), causal=causal)
-    grad_out = torch.randn_like(out)
-    out.backward(grad_out)
+COMPILED_ON_GPU = """
+import torch
+from kernels import varlen_attention, varlen_attention_reference
 
-    reference_inputs = [x.detach().float().requires_grad_() for x in (q, k, v)]
-    expected = varlen_attention_reference(*reference_inputs, cu_seqlens, causal=causal)
-    expected.backward(grad_out.float())
-    # On the GPU the probabilities are also rounded to fp16/bf16 before the P @ V product.
-    atol = rtol = 1e-2 if dtype == torch.float16 else 5e-2
-    torch.testing.assert_close(out.float(), expected, atol=atol, rtol=rtol)
-    for kernel_input, reference_input in zip((q, k, v), reference_inputs):
-        torch.testing.assert_close(kernel_input.grad.float(), reference_input.grad, atol=atol, rtol=rtol)
+torch.manual_seed(0)
+lengths = [1, 17, 300, 1000, 64, 129]
+cu_seqlens = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()], dtype=torch.int32, device="cuda")
+for head_dim in (64, 128):
+    for dtype, tolerance in ((torch.float16, 1e-2), (torch.bfloat16, 5e-2), (torch.float32, 1e-4)):
+        for causal in (False, True):
+            q, k, v = (torch.randn(sum(lengths), 4, head_dim, device="cuda", dtype=dtype, requires_grad=True)
+                       for _ in range(3))
+            out = varlen_attention(q, k, v, cu_seqlens, max(lengths), causal=causal)
+            grad_out = torch.randn_like(out)
+            out.backward(grad_out)
+            reference_inputs = [x.detach().float().requires_grad_() for x in (q, k, v)]
+            expected = varlen_attention_reference(*reference_inputs, cu_seqlens, causal=causal)
+            expected.backward(grad_out.float())
+            # On the GPU the probabilities are also rounded to fp16/bf16 before the P @ V product.
+            for name, actual, wanted in [("out", out, expected)] + [
+                    (name, x.grad, y.grad) for name, x, y in zip("qkv", (q, k, v), reference_inputs)]:
+                torch.testing.assert_close(actual.float(), wanted, atol=tolerance, rtol=tolerance,
+                                           msg=lambda text: f"{name} {head_dim} {dtype} {causal}: {text}")
+print("ok")
+"""
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_compiled_kernels_on_gpu():
+    result = run_without_interpreter(COMPILED_ON_GPU)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().endswith("ok")

@@ -33,7 +33,7 @@ def our_logits(scorer: Scorer, ids: list[list[int]]) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("family", ["bert", "roberta", "gpt2", "bert-reward"])
-@pytest.mark.parametrize("max_length", [512, 24])  # 24 forces truncation of the long pairs
+@pytest.mark.parametrize("max_length", [512, 40])  # 40 forces truncation of the long pairs
 def test_logits_match_transformers(make_checkpoint, pairs, family, max_length):
     model_dir, hf_model = make_checkpoint(family)
     prompts, responses = pairs

@@ -44,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bot-name", default="Bot", help="bot name in the Pygmalion chat format (CHAI)")
     p.add_argument("--user-name", default="User", help="user name in the Pygmalion chat format (CHAI)")
     p.add_argument("--memory", default="", help="bot persona in the Pygmalion chat format (CHAI)")
+    p.add_argument("--oa-rank", action="store_true",
+                   help="OpenAssistant's rank_model_fn: 'text' rows are 'prompt[SEP]response', and a response "
+                        "of fewer than 4 distinct characters scores -4")
     p.add_argument("--list-models", action="store_true", help="list the model aliases and exit")
     return p
 
@@ -70,6 +73,8 @@ def run(argv: list[str] | None = None) -> int:
     if args.output and not args.input:
         raise MinirmError("--output needs --input; with PROMPT RESPONSE the scores go to stdout")
     from . import records
+    from .formats import ChatTurn
+    from .records import Sample
     from .scoring import Scorer
 
     rows = records.read_jsonl(args.input) if args.input else None  # validate input before loading a model
@@ -79,8 +84,10 @@ def run(argv: list[str] | None = None) -> int:
         batch_size=args.batch_size, alpha=args.alpha,
     )
     scorer.chat_names = {"bot_name": args.bot_name, "user_name": args.user_name, "memory": args.memory}
+    scorer.oa_rank = args.oa_rank
     if rows is None:
-        scores = scorer.score_pairs([args.prompt] * len(args.responses), args.responses)
+        scores = scorer.score_samples([Sample(args.prompt, r, history=[ChatTurn("user", args.prompt)])
+                                       for r in args.responses])
         if args.json:
             print(json.dumps([{"prompt": args.prompt, "response": r, "score": s}
                               for r, s in zip(args.responses, scores)], ensure_ascii=False, indent=2))

@@ -24,6 +24,7 @@ from .config import ModelConfig
 from .errors import MinirmError
 from .formats import ChatTurn, pygmalion_text
 from .hub import BASE_TOKENIZERS, resolve_model
+from .openassistant import EMPTY_RESPONSE_SCORE, oa_empty_response, split_oa_text
 from .records import Sample
 from .tokenizer import RewardTokenizer, has_tokenizer, load_tokenizer
 
@@ -56,6 +57,7 @@ class Scorer:
     attention: str = "sdpa"
     alpha: float = 1.0
     chat_names: dict = field(default_factory=dict)  # bot_name / user_name / memory for chat formats
+    oa_rank: bool = False  # apply OpenAssistant's rank_model_fn conventions (see openassistant.py)
 
     @classmethod
     def from_pretrained(cls, name: str, revision: str | None = None, device: str | None = None,
@@ -98,7 +100,16 @@ class Scorer:
         return self.encode([Sample(p, r, history=[ChatTurn("user", p)]) for p, r in zip(prompts, responses)])
 
     def score_samples(self, samples: list[Sample], progress: bool = False) -> list[float]:
-        return self.score_ids(self.encode(samples), progress)
+        if not self.oa_rank:
+            return self.score_ids(self.encode(samples), progress)
+        # OpenAssistant's rank_model_fn: "prompt[SEP]response" texts are split into pairs, and a
+        # response of fewer than 4 distinct characters scores -4 without the model
+        pairs = [Sample(*split_oa_text(s.response)) if s.prompt is None else s for s in samples]
+        keep = [i for i, s in enumerate(pairs) if not oa_empty_response(s.response)]
+        scores = [EMPTY_RESPONSE_SCORE] * len(samples)
+        for i, score in zip(keep, self.score_ids(self.encode([pairs[i] for i in keep]), progress)):
+            scores[i] = score
+        return scores
 
     # --- the pipeline ---------------------------------------------------------------------
     def encode(self, samples: list[Sample]) -> list[list[int]]:

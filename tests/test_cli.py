@@ -130,3 +130,17 @@ def test_help_and_list_models():
     listed = run_cli("--list-models").stdout
     for alias in ("aux-roberta", "aira-bert", "chai-gpt2", "oa-deberta"):
         assert alias in listed
+
+
+def test_oa_rank_option(make_checkpoint, pairs, tmp_path):
+    """--oa-rank: 'prompt[SEP]response' texts score as pairs; near-empty responses score -4."""
+    model_dir, _ = make_checkpoint("bert")
+    prompts, responses = pairs
+    rows = [{"text": f"{prompts[0]}[SEP]{responses[0]}"}, {"text": f"{prompts[1]}[SEP]ok."},
+            {"prompt": prompts[2], "response": responses[2]}, {"prompt": prompts[3], "response": "  "}]
+    src, dst = write_jsonl(tmp_path / "oa.jsonl", rows), tmp_path / "out.jsonl"
+    assert main(["--model", str(model_dir), "--oa-rank", "--input", str(src), "--output", str(dst)]) == 0
+    got = [json.loads(line)["score"] for line in dst.read_text().splitlines()]
+    expected = Scorer.from_pretrained(str(model_dir)).score_pairs([prompts[0], prompts[2]], [responses[0], responses[2]])
+    assert got[0] == pytest.approx(expected[0], abs=1e-6) and got[2] == pytest.approx(expected[1], abs=1e-6)
+    assert got[1] == -4.0 and got[3] == -4.0

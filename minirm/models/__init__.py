@@ -89,12 +89,8 @@ def register(name: str, family: Family) -> None:
     FAMILIES[name] = family
 
 
-def _register_optional() -> None:
-    try:  # DeBERTa-v2 arrives in its own module
-        from .deberta import FAMILY as DEBERTA
-    except ImportError:
-        return
-    register("deberta-v2", DEBERTA)
+# DeBERTa-v2 lives in its own module, which imports Family from this package: import it
+# only now that Family is defined. A broken deberta.py fails loudly here, never silently.
+from .deberta import FAMILY as DEBERTA_FAMILY  # noqa: E402
 
-
-_register_optional()
+FAMILIES["deberta-v2"] = DEBERTA_FAMILY

@@ -1,0 +1,361 @@
+"""DeBERTa-v2 (and v3) with its sequence-classification head, top to bottom.
+
+DeBERTa is a post-LayerNorm encoder like BERT. What it changes is *where position
+information enters*. BERT adds an absolute position embedding to every token once, at
+the input. DeBERTa (usually) does not: every attention layer instead scores how far
+apart two tokens are, with a shared table of *relative* position embeddings.
+
+Disentangled attention
+----------------------
+Each token keeps two kinds of information apart: its content (the hidden state) and the
+relative position of one token to another. For a query token i and a key token j whose
+relative distance is d = i - j, the attention score sums up to three products:
+
+    content -> content   q_i . k_j            what BERT computes
+    content -> position  q_i . Pk[d]          "c2p": does query i care about a token d away?
+    position -> content  k_j . Pq[d]          "p2c": does key j care about being d away from i?
+
+Pk and Pq are the relative-position embeddings `R` (one row per distance) projected
+with a key and a query matrix: their own (pos_key_proj / pos_query_proj) or, with
+share_att_key, the very projections used for the content (key_proj / query_proj).
+`pos_att_type` says which of c2p and p2c are used. Each term is a dot product of two
+head_dim vectors, so the whole score is divided by sqrt(head_dim * (1 + number of
+relative terms)) rather than BERT's sqrt(head_dim), to keep its variance in check.
+
+R has 2k rows, for distances -k .. k-1 (k = "attention span"). Distances beyond are
+clamped to the ends. With position_buckets > 0 (DeBERTa-v3 and v2-xxlarge use 256),
+distances are first squashed log-style: |d| <= k/2 stays as is, larger distances share
+buckets that grow logarithmically up to max_relative_positions. So a 1,000-token
+sequence still uses a 512-row table, and distant words are told apart less finely
+than near ones.
+
+How a score is computed here, per layer:
+    c2p[b, h, i, j] = (q_i . Pk)[ bucket(i - j) + k ]                 (gather along the table)
+    p2c[b, h, i, j] = (k_j . Pq)[ k - bucket(j - i) ]
+    scores = (q k^T + c2p + p2c) / sqrt(head_dim * (1 + terms)),  padded keys masked out
+
+The rest of the model
+---------------------
+- Embeddings: word embeddings (optionally narrower, then projected to the hidden size),
+  plus absolute positions only where position_biased_input, plus token type 0 only where
+  type_vocab_size > 0; LayerNorm; then every padded position is zeroed.
+- The first layer's output goes through a ConvLayer where conv_kernel_size > 0: a 1-D
+  convolution over the *embeddings* (n-gram features), masked, activated, added to that
+  layer's output and LayerNorm'ed.
+- The head is a ContextPooler on the first token ([CLS]): dense + activation, then the
+  classifier. The reward is logit 0.
+
+Half precision: transformers builds its scale factor and mask values as float32 tensors
+cast to the activation dtype; here the scale is a Python float (exact in every dtype),
+the mask value is the minimum of the dtype in use and the eager softmax runs in float32.
+fp32 results are unchanged; bf16 / fp16 stay finite.
+
+Attention runs through torch's scaled_dot_product_attention with the c2p + p2c bias as a
+float mask (the default), or written out (backend "eager"). The relative bias cannot be
+expressed in the packed varlen Triton kernel, so a "triton" batch is computed on the
+padded layout here: `supports_packed = False`, and the logits are the same either way.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..attention import AttentionBatch
+from ..config import ModelConfig
+from ..errors import MinirmError
+from . import Family  # defined in the package before this module is imported
+from .common import activation
+from .heads import ContextPooler
+
+# --- relative positions --------------------------------------------------------------------
+
+
+def log_bucket(distance: torch.Tensor, buckets: int, max_distance: int) -> torch.Tensor:
+    """Squash relative distances into `buckets` slots, transformers' make_log_bucket_position.
+
+    |d| <= buckets/2 is kept as it is. Farther distances map to
+        sign(d) * (mid + ceil(log(|d| / mid) / log((max_distance - 1) / mid) * (mid - 1)))
+    which reaches the last slot, +-(buckets - 1), at |d| = max_distance - 1. The float
+    operations are the same float32 ones transformers runs, so bucket edges agree exactly.
+    """
+    mid = buckets // 2
+    near = (distance < mid) & (distance > -mid)
+    # near distances get a harmless placeholder so log() never sees 0; they are not used
+    far = torch.where(near, torch.full_like(distance, mid - 1), distance.abs())
+    log_ratio = torch.log(far / mid) / torch.log(torch.tensor((max_distance - 1) / mid))
+    far_bucket = torch.ceil(log_ratio * (mid - 1)) + mid
+    bucketed = torch.where(far <= mid, distance.to(far_bucket.dtype), far_bucket * torch.sign(distance))
+    return bucketed.long()
+
+
+def relative_positions(length: int, buckets: int, max_distance: int, device) -> torch.Tensor:
+    """(T, T) long tensor: rel[i, j] = bucket(i - j), the distance of query i from key j."""
+    distances = torch.arange(-(length - 1), length, device=device)  # every i - j that occurs, once
+    if buckets > 0 and max_distance > 0:
+        distances = log_bucket(distances, buckets, max_distance)
+    pos = torch.arange(length, device=device)
+    return distances[pos[:, None] - pos[None, :] + length - 1]
+
+
+# --- the model -------------------------------------------------------------------------------
+
+
+class Embeddings(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        E, C = cfg.embedding_size or cfg.hidden_size, cfg.hidden_size
+        self.tokens = nn.Embedding(cfg.vocab_size, E)
+        self.positions = nn.Embedding(cfg.max_positions, E) if cfg.position_biased_input else None
+        self.token_types = nn.Embedding(cfg.type_vocab_size, E) if cfg.type_vocab_size > 0 else None
+        self.proj = nn.Linear(E, C, bias=False) if E != C else None
+        self.norm = nn.LayerNorm(C, eps=cfg.layer_norm_eps)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, input_ids: torch.Tensor, token_mask: torch.Tensor | None) -> torch.Tensor:
+        x = self.tokens(input_ids)  # (B, T, E)
+        if self.positions is not None:
+            x = x + self.positions(torch.arange(input_ids.size(1), device=input_ids.device))
+        if self.token_types is not None:
+            x = x + self.token_types.weight[0]  # every token is of type 0
+        if self.proj is not None:
+            x = self.proj(x)  # (B, T, C)
+        x = self.norm(x)
+        if token_mask is not None:  # padded positions become exact zeros (the ConvLayer reads them)
+            x = x.masked_fill(~token_mask[..., None], 0.0)
+        return self.dropout(x)
+
+
+class Relative(NamedTuple):
+    """What every layer's relative terms read, built once per forward pass."""
+
+    embeddings: torch.Tensor  # (2span, C): R, LayerNorm'ed where norm_rel_ebd says so
+    c2p_index: torch.Tensor  # (T, T): c2p_index[i, j] = row of R for the distance of query i from key j
+    p2c_index: torch.Tensor  # (T, T): p2c_index[i, j] = row of R that p2c reads for key j and query i
+
+
+class DisentangledAttention(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        C = cfg.hidden_size
+        self.num_heads = cfg.num_heads
+        self.q = nn.Linear(C, C)
+        self.k = nn.Linear(C, C)
+        self.v = nn.Linear(C, C)
+        self.o = nn.Linear(C, C)
+        self.relative = cfg.relative_attention
+        self.c2p = "c2p" in cfg.pos_att_type
+        self.p2c = "p2c" in cfg.pos_att_type
+        self.share_att_key = cfg.share_att_key
+        if self.relative and not self.share_att_key:
+            self.pos_k = nn.Linear(C, C) if self.c2p else None
+            self.pos_q = nn.Linear(C, C) if self.p2c else None
+        # transformers counts the relative terms named in pos_att_type even where
+        # relative_attention is off (and then adds none of them); so do we
+        self.scale = 1.0 / math.sqrt(cfg.head_dim * (1 + self.c2p + self.p2c))
+        self.pos_dropout = nn.Dropout(cfg.dropout)
+        self.attn_dropout = cfg.attention_dropout
+
+    def heads(self, x: torch.Tensor) -> torch.Tensor:
+        """(..., T, C) -> (..., nh, T, hs)"""
+        *lead, T, C = x.shape
+        return x.view(*lead, T, self.num_heads, C // self.num_heads).transpose(-3, -2)
+
+    def relative_bias(self, q: torch.Tensor, k: torch.Tensor, rel: Relative) -> torch.Tensor | None:
+        """c2p + p2c, (B, nh, T, T), already scaled: q arrives scaled, and so is pos_q here."""
+        B, nh, T, _ = q.shape
+        R = self.pos_dropout(rel.embeddings)  # (2span, C)
+        bias = None
+        if self.c2p:
+            pos_k = self.heads(self.k(R) if self.share_att_key else self.pos_k(R))  # (nh, 2span, hs)
+            # every query against every distance, then for key j pick the column of distance i - j
+            by_distance = q @ pos_k.transpose(-1, -2)  # (B, nh, T, 2span)
+            bias = torch.gather(by_distance, -1, rel.c2p_index.expand(B, nh, T, T))
+        if self.p2c:
+            pos_q = self.heads(self.q(R) if self.share_att_key else self.pos_q(R)) * self.scale  # (nh, 2span, hs)
+            # every distance against every key, then for query i pick the row p2c_index[i, j]
+            by_distance = pos_q @ k.transpose(-1, -2)  # (B, nh, 2span, T)
+            p2c = torch.gather(by_distance, -2, rel.p2c_index.expand(B, nh, T, T))
+            bias = p2c if bias is None else bias.add_(p2c)
+        return bias
+
+    def forward(self, x, key_mask, rel: Relative | None, eager: bool = False) -> torch.Tensor:
+        q, k, v = self.heads(self.q(x)), self.heads(self.k(x)), self.heads(self.v(x))  # (B, nh, T, hs)
+        # fold 1 / sqrt(head_dim * (1 + terms)) into the queries: then q k^T and c2p come out
+        # scaled, and no (T, T) tensor is ever rescaled (transformers divides each term instead)
+        q = q * self.scale
+        bias = self.relative_bias(q, k, rel) if rel is not None and (self.c2p or self.p2c) else None
+        dropout = self.attn_dropout if self.training else 0.0
+        if eager:
+            scores = q @ k.transpose(-1, -2)  # (B, nh, T, T)
+            if bias is not None:
+                scores += bias
+            if key_mask is not None:  # (B, 1, 1, T) bool, True at real keys
+                scores.masked_fill_(~key_mask, torch.finfo(scores.dtype).min)
+            probs = F.dropout(scores.float().softmax(dim=-1).to(v.dtype), dropout, self.training)
+            y = probs @ v
+        else:
+            mask = key_mask
+            if bias is not None:  # one float mask: the relative terms, and the dtype's minimum at padding
+                mask = bias if key_mask is None else bias.masked_fill_(~key_mask, torch.finfo(bias.dtype).min)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, scale=1.0)
+        B, nh, T, hs = y.shape
+        return self.o(y.transpose(1, 2).reshape(B, T, nh * hs))
+
+
+class EncoderLayer(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        C = cfg.hidden_size
+        self.attn = DisentangledAttention(cfg)
+        self.attn_norm = nn.LayerNorm(C, eps=cfg.layer_norm_eps)
+        self.up = nn.Linear(C, cfg.intermediate_size)
+        self.act = activation(cfg.hidden_act)
+        self.down = nn.Linear(cfg.intermediate_size, C)
+        self.mlp_norm = nn.LayerNorm(C, eps=cfg.layer_norm_eps)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x, key_mask, rel: Relative | None, eager: bool = False) -> torch.Tensor:
+        x = self.attn_norm(x + self.dropout(self.attn(x, key_mask, rel, eager)))
+        return self.mlp_norm(x + self.dropout(self.down(self.act(self.up(x)))))
+
+
+class ConvLayer(nn.Module):
+    """n-gram features of the embeddings, merged into the first layer's output."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        C, K = cfg.hidden_size, cfg.conv_kernel_size
+        if K % 2 == 0:  # transformers pads (K - 1) // 2 per side: an even kernel shortens the sequence
+            raise MinirmError(f"conv_kernel_size {K} in config.json must be odd")
+        self.conv = nn.Conv1d(C, C, K, padding=(K - 1) // 2, groups=cfg.conv_groups)
+        self.act = activation(cfg.conv_act)
+        self.norm = nn.LayerNorm(C, eps=cfg.layer_norm_eps)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, embedded, layer_out, token_mask) -> torch.Tensor:
+        # embedded is zero at padded positions, so real tokens next to padding see zeros,
+        # as they would at the true end of an unpadded sequence
+        out = self.conv(embedded.transpose(1, 2)).transpose(1, 2)  # (B, T, C)
+        if token_mask is not None:
+            out = out.masked_fill(~token_mask[..., None], 0.0)
+        out = self.norm(layer_out + self.act(self.dropout(out)))
+        if token_mask is not None:
+            out = out.masked_fill(~token_mask[..., None], 0.0)
+        return out
+
+
+class DebertaEncoder(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.embed = Embeddings(cfg)
+        self.layers = nn.ModuleList(EncoderLayer(cfg) for _ in range(cfg.num_layers))
+        # max_relative_positions < 1 means "as many as there are absolute positions"
+        self.max_distance = cfg.max_relative_positions if cfg.max_relative_positions >= 1 else cfg.max_positions
+        self.buckets = cfg.position_buckets
+        if cfg.relative_attention:
+            span = self.buckets if self.buckets > 0 else self.max_distance
+            self.rel_embeddings = nn.Embedding(2 * span, cfg.hidden_size)  # R: distances -span .. span-1
+        norms = [n.strip() for n in cfg.norm_rel_ebd.split("|")]
+        self.rel_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps) if "layer_norm" in norms else None
+        self.conv = ConvLayer(cfg) if cfg.conv_kernel_size > 0 else None
+
+    def relative(self, T: int, device) -> Relative:
+        R = self.rel_embeddings.weight  # (2span, C), shared by every layer
+        span = R.size(0) // 2
+        rel_pos = relative_positions(T, self.buckets, self.max_distance, device)  # (T, T), bucket(i - j)
+        # distances beyond the table read its first / last row
+        c2p_index = torch.clamp(rel_pos + span, 0, 2 * span - 1)
+        # p2c reads, for query i and key j, the row of minus the distance of key j from query i
+        # (transformers' -relative_pos, taken at [j, i]); the buckets are symmetric, so this is
+        # the c2p row again, but it is built here the way transformers builds it
+        p2c_index = torch.clamp(span - rel_pos.T, 0, 2 * span - 1)
+        # a sequence shorter than the table reads only the rows of its own distances: keep
+        # just those (T = 100 uses 199 of xxlarge's 512), so each layer projects and
+        # multiplies fewer. Every score is the same dot product as with the whole table.
+        lo = int(torch.minimum(c2p_index.min(), p2c_index.min()))
+        hi = int(torch.maximum(c2p_index.max(), p2c_index.max()))
+        R = R[lo : hi + 1]
+        if self.rel_norm is not None:
+            R = self.rel_norm(R)  # row by row, so normalising the kept rows is the same
+        return Relative(R, c2p_index - lo, p2c_index - lo)
+
+    def forward(self, input_ids: torch.Tensor, batch: AttentionBatch) -> torch.Tensor:
+        T = input_ids.size(1)
+        key_mask = batch.key_mask()  # (B, 1, 1, T) bool, True at real tokens; None when nothing is padded
+        token_mask = None if key_mask is None else key_mask[:, 0, 0, :]  # (B, T)
+        x = self.embed(input_ids, token_mask)  # (B, T, C)
+        rel = self.relative(T, input_ids.device) if self.cfg.relative_attention else None
+        eager = batch.backend == "eager"  # "sdpa" and "triton" batches both run through sdpa
+        embedded = x
+        for i, layer in enumerate(self.layers):
+            x = layer(x, key_mask, rel, eager)
+            if i == 0 and self.conv is not None:
+                x = self.conv(embedded, x, token_mask)
+        return x
+
+
+class DebertaRewardModel(nn.Module):
+    """DeBERTa-v2 encoder, then a ContextPooler head on the first token."""
+
+    causal = False
+    supports_packed = False  # relative-position bias: always computed on the padded layout
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        head_size = cfg.raw.get("attention_head_size")
+        if head_size is not None and head_size * cfg.num_heads != cfg.hidden_size:
+            raise MinirmError(
+                f"attention_head_size {head_size} x {cfg.num_heads} heads != hidden size {cfg.hidden_size}; "
+                "minirm supports DeBERTa models whose heads add up to the hidden size"
+            )
+        self.cfg = cfg
+        self.encoder = DebertaEncoder(cfg)
+        self.head = ContextPooler(cfg)
+
+    def forward(self, input_ids: torch.Tensor, batch: AttentionBatch) -> torch.Tensor:
+        """(B, T) right-padded ids -> (B, num_labels) logits."""
+        hidden = self.encoder(input_ids, batch)  # (B, T, C), padded even for a "triton" batch
+        return self.head(hidden[:, 0])
+
+
+# --- Hugging Face names ----------------------------------------------------------------------
+
+_LAYER = "deberta.encoder.layer.{}."
+WEIGHT_MAP = {
+    "deberta.embeddings.word_embeddings": "encoder.embed.tokens",
+    "deberta.embeddings.position_embeddings": "encoder.embed.positions",
+    "deberta.embeddings.token_type_embeddings": "encoder.embed.token_types",
+    "deberta.embeddings.embed_proj": "encoder.embed.proj",
+    "deberta.embeddings.LayerNorm": "encoder.embed.norm",
+    _LAYER + "attention.self.query_proj": "encoder.layers.{}.attn.q",
+    _LAYER + "attention.self.key_proj": "encoder.layers.{}.attn.k",
+    _LAYER + "attention.self.value_proj": "encoder.layers.{}.attn.v",
+    _LAYER + "attention.self.pos_key_proj": "encoder.layers.{}.attn.pos_k",
+    _LAYER + "attention.self.pos_query_proj": "encoder.layers.{}.attn.pos_q",
+    _LAYER + "attention.output.dense": "encoder.layers.{}.attn.o",
+    _LAYER + "attention.output.LayerNorm": "encoder.layers.{}.attn_norm",
+    _LAYER + "intermediate.dense": "encoder.layers.{}.up",
+    _LAYER + "output.dense": "encoder.layers.{}.down",
+    _LAYER + "output.LayerNorm": "encoder.layers.{}.mlp_norm",
+    "deberta.encoder.rel_embeddings": "encoder.rel_embeddings",
+    "deberta.encoder.LayerNorm": "encoder.rel_norm",
+    "deberta.encoder.conv.conv": "encoder.conv.conv",
+    "deberta.encoder.conv.LayerNorm": "encoder.conv.norm",
+    "pooler.dense": "head.dense",
+    "classifier": "head.classifier",
+}
+
+FAMILY = Family(
+    DebertaRewardModel,
+    WEIGHT_MAP,
+    # what transformers drops silently: the old persistent position_ids buffer, and
+    # position_embeddings of checkpoints whose config has position_biased_input false
+    # (DebertaV2PreTrainedModel._keys_to_ignore_on_load_unexpected, matched anywhere)
+    ignore=(r".*\.position_ids", r".*position_embeddings.*"),
+)

@@ -35,10 +35,12 @@ class Embeddings(nn.Module):
         return self.dropout(self.norm(x))
 
 class EncoderLayer(nn.Module):
-    def __init__(self, cfg: ModelConfig):
+    """Post-LN block: x = norm(x + attn(x)); x = norm(x + mlp(x)). DeBERTa reuses it with its own attention."""
+
+    def __init__(self, cfg: ModelConfig, attn: nn.Module | None = None):
         super().__init__()
         C = cfg.hidden_size
-        self.attn = MultiHeadAttention(C, cfg.num_heads, dropout=cfg.attention_dropout)
+        self.attn = attn or MultiHeadAttention(C, cfg.num_heads, dropout=cfg.attention_dropout)
         self.attn_norm = nn.LayerNorm(C, eps=cfg.layer_norm_eps)
         self.up = nn.Linear(C, cfg.intermediate_size)
         self.act = activation(cfg.hidden_act)
@@ -46,8 +48,8 @@ class EncoderLayer(nn.Module):
         self.mlp_norm = nn.LayerNorm(C, eps=cfg.layer_norm_eps)
         self.dropout = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor, batch: AttentionBatch) -> torch.Tensor:
-        x = self.attn_norm(x + self.dropout(self.attn(x, batch)))
+    def forward(self, x: torch.Tensor, *attn_args) -> torch.Tensor:
+        x = self.attn_norm(x + self.dropout(self.attn(x, *attn_args)))
         return self.mlp_norm(x + self.dropout(self.down(self.act(self.up(x)))))
 
 class BertEncoder(nn.Module):

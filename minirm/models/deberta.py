@@ -69,6 +69,7 @@ from ..attention import AttentionBatch
 from ..config import ModelConfig
 from ..errors import MinirmError
 from . import Family  # defined in the package before this module is imported
+from .bert import EncoderLayer  # the same post-LN block as BERT, with disentangled attention inside
 from .common import activation
 from .heads import ContextPooler
 
@@ -207,23 +208,6 @@ class DisentangledAttention(nn.Module):
         return self.o(y.transpose(1, 2).reshape(B, T, nh * hs))
 
 
-class EncoderLayer(nn.Module):
-    def __init__(self, cfg: ModelConfig):
-        super().__init__()
-        C = cfg.hidden_size
-        self.attn = DisentangledAttention(cfg)
-        self.attn_norm = nn.LayerNorm(C, eps=cfg.layer_norm_eps)
-        self.up = nn.Linear(C, cfg.intermediate_size)
-        self.act = activation(cfg.hidden_act)
-        self.down = nn.Linear(cfg.intermediate_size, C)
-        self.mlp_norm = nn.LayerNorm(C, eps=cfg.layer_norm_eps)
-        self.dropout = nn.Dropout(cfg.dropout)
-
-    def forward(self, x, key_mask, rel: Relative | None, eager: bool = False) -> torch.Tensor:
-        x = self.attn_norm(x + self.dropout(self.attn(x, key_mask, rel, eager)))
-        return self.mlp_norm(x + self.dropout(self.down(self.act(self.up(x)))))
-
-
 class ConvLayer(nn.Module):
     """n-gram features of the embeddings, merged into the first layer's output."""
 
@@ -254,7 +238,7 @@ class DebertaEncoder(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.embed = Embeddings(cfg)
-        self.layers = nn.ModuleList(EncoderLayer(cfg) for _ in range(cfg.num_layers))
+        self.layers = nn.ModuleList(EncoderLayer(cfg, DisentangledAttention(cfg)) for _ in range(cfg.num_layers))
         # max_relative_positions < 1 means "as many as there are absolute positions"
         self.max_distance = cfg.max_relative_positions if cfg.max_relative_positions >= 1 else cfg.max_positions
         self.buckets = cfg.position_buckets

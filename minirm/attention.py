@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 import torch.nn.functional as F
@@ -31,13 +32,12 @@ class AttentionBatch:
     max_len: int  # T, the padded length
     causal: bool = False
     backend: str = "sdpa"
-    dropout: float = 0.0  # attention-probability dropout, training only
 
     @classmethod
-    def build(cls, lengths: torch.Tensor, max_len: int, causal: bool = False, backend: str = "sdpa", dropout=0.0):
+    def build(cls, lengths: torch.Tensor, max_len: int, causal: bool = False, backend: str = "sdpa"):
         if backend not in BACKENDS:
             raise MinirmError(f"unknown attention backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-        return cls(lengths=lengths, max_len=max_len, causal=causal, backend=backend, dropout=dropout)
+        return cls(lengths=lengths, max_len=max_len, causal=causal, backend=backend)
 
     @property
     def packed(self) -> bool:
@@ -60,12 +60,12 @@ class AttentionBatch:
         return mask
 
     # --- packed layout (triton backend) ------------------------------------------------
-    @property
+    @cached_property
     def token_mask(self) -> torch.Tensor:  # (B, T) True at real tokens
         positions = torch.arange(self.max_len, device=self.lengths.device)
         return positions[None, :] < self.lengths[:, None]
 
-    @property
+    @cached_property
     def cu_seqlens(self) -> torch.Tensor:  # (B + 1,) int32, where each sequence starts in the pack
         return F.pad(torch.cumsum(self.lengths, 0), (1, 0)).to(torch.int32)
 
@@ -78,9 +78,16 @@ class AttentionBatch:
         return self.cu_seqlens[:-1].long() + position
 
 
-def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, batch: AttentionBatch, scale: float | None = None):
-    """Scaled dot-product attention of each sequence over its own real tokens."""
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, batch: AttentionBatch, scale: float | None = None,
+           dropout: float = 0.0):
+    """Scaled dot-product attention of each sequence over its own real tokens.
+
+    `dropout` is attention-probability dropout (training only); the Triton kernel has none.
+    """
     if batch.packed:
+        if dropout:
+            raise MinirmError("the triton attention kernel has no attention dropout; set attention dropout to 0 "
+                              "or use the sdpa backend")
         from kernels import varlen_attention  # imported lazily: only the triton backend needs Triton
 
         return varlen_attention(
@@ -88,9 +95,9 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, batch: AttentionBa
         )
     if batch.backend == "sdpa":
         return F.scaled_dot_product_attention(
-            q, k, v, attn_mask=batch.key_mask(), dropout_p=batch.dropout, scale=scale
+            q, k, v, attn_mask=batch.key_mask(), dropout_p=dropout, scale=scale
         )
-    return eager_attention(q, k, v, batch.key_mask(), batch.dropout, scale)
+    return eager_attention(q, k, v, batch.key_mask(), dropout, scale)
 
 
 def eager_attention(q, k, v, mask, dropout: float = 0.0, scale: float | None = None):

@@ -76,8 +76,8 @@ class MultiHeadAttention(nn.Module):
         else:
             q, k, v = self.q(x), self.k(x), self.v(x)
         q, k, v = (split_heads(t, self.num_heads, batch) for t in (q, k, v))
-        batch.dropout = self.dropout if self.training else 0.0
-        y = attend(q, k, v, batch, scale=1.0 / math.sqrt(q.size(-1)))
+        dropout = self.dropout if self.training else 0.0
+        y = attend(q, k, v, batch, scale=1.0 / math.sqrt(q.size(-1)), dropout=dropout)
         return self.o(merge_heads(y, batch))
 
 

@@ -103,6 +103,18 @@ class ModelConfig:
                     hidden_act=get("activation_function", "gelu_new"),
                     layer_norm_eps=get("layer_norm_epsilon", 1e-5),
                 )
+            elif family == "deberta-v2":  # DebertaV2Config's defaults where config.json is silent
+                common = dict(
+                    vocab_size=get("vocab_size", 128100),
+                    hidden_size=get("hidden_size", 1536),
+                    num_layers=get("num_hidden_layers", 24),
+                    num_heads=get("num_attention_heads", 24),
+                    intermediate_size=get("intermediate_size", 6144),
+                    max_positions=get("max_position_embeddings", 512),
+                    type_vocab_size=get("type_vocab_size", 0),
+                    hidden_act=get("hidden_act", "gelu"),
+                    layer_norm_eps=get("layer_norm_eps", 1e-7),
+                )
             else:
                 # bert-base(-cased) numbers fill gaps, for the Aira config that only names its base
                 common = dict(

@@ -107,9 +107,16 @@ def make_checkpoint(tmp_path_factory, bpe_files):
         out = tmp_path_factory.mktemp(f"tiny-{family}")
         if family == "bert-reward":
             model = AiraRegressionReference(tiny_config("bert", **overrides), alpha=overrides.get("alpha", 1.0))
-            model.save(out)
         else:
             model = classes[family](tiny_config(family, **overrides))
+        # transformers starts biases at 0 and LayerNorm weights at 1: perturb every parameter so a
+        # misnamed bias or norm cannot hide behind its initial value
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(0.05 * torch.randn_like(p))
+        if family == "bert-reward":
+            model.save(out)
+        else:
             model.save_pretrained(out)
         save_tokenizer(family, out, bpe_files)
         cache[key] = (out, model.eval())

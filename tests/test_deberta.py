@@ -62,6 +62,21 @@ def deberta_config(**overrides) -> tf.DebertaV2Config:
     return tf.DebertaV2Config(**kw)
 
 
+def random_deberta(config: tf.DebertaV2Config) -> tf.DebertaV2ForSequenceClassification:
+    """A transformers model whose every parameter is random, in eval mode.
+
+    transformers initialises biases to 0, LayerNorm weights to 1 and the [PAD] embedding
+    row to 0. Left so, a misnamed bias or LayerNorm, or a pad embedding that should have
+    been masked, would change nothing; so these get noise of the same 0.2 scale too."""
+    model = tf.DebertaV2ForSequenceClassification(config)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith(".bias") or "LayerNorm" in name:
+                p.add_(torch.randn_like(p) * config.initializer_range)
+        model.deberta.embeddings.word_embeddings.weight[config.pad_token_id].normal_(0, config.initializer_range)
+    return model.eval()
+
+
 def save_minilm_tokenizer(out) -> None:
     from conftest import save_tokenizer
 
@@ -76,7 +91,7 @@ def make_deberta(tmp_path_factory):
     def make(name: str, seed: int = 0):
         if (name, seed) not in cache:
             torch.manual_seed(seed)
-            model = tf.DebertaV2ForSequenceClassification(deberta_config(**CONFIGS[name])).eval()
+            model = random_deberta(deberta_config(**CONFIGS[name]))
             out = tmp_path_factory.mktemp(f"deberta-{name}")
             model.save_pretrained(out)
             save_minilm_tokenizer(out)
@@ -110,6 +125,23 @@ def hf_logits(model, ids, pad_id: int = 0) -> torch.Tensor:
     mask = (torch.arange(input_ids.size(1))[None, :] < lengths[:, None]).long()
     with torch.no_grad():
         return model(input_ids=input_ids, attention_mask=mask).logits
+
+
+# --- relative positions ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("buckets,max_distance", [(4, 8), (8, 64), (256, 512), (256, 1024), (16, 17)])
+def test_log_buckets_equal_transformers(buckets, max_distance):
+    from transformers.models.deberta_v2.modeling_deberta_v2 import build_relative_position, make_log_bucket_position
+
+    from minirm.models.deberta import log_bucket, relative_positions
+
+    distances = torch.arange(-3000, 3001)
+    expected = make_log_bucket_position(distances, buckets, max_distance).long()
+    assert torch.equal(log_bucket(distances, buckets, max_distance), expected)
+    x = torch.zeros(1, 300, 4)
+    assert torch.equal(relative_positions(300, buckets, max_distance, "cpu"),
+                       build_relative_position(x, x, buckets, max_distance)[0])
 
 
 # --- logit parity ------------------------------------------------------------------------------
@@ -175,7 +207,7 @@ def test_packed_batch_runs_on_the_padded_layout(make_deberta, pairs):
                                atol=ATOL, rtol=0)
 
 
-@pytest.mark.parametrize("mutation", ["scale", "rel-norm", "distance-sign", "conv"])
+@pytest.mark.parametrize("mutation", ["scale", "rel-norm", "distance-sign", "conv", "embedding-mask"])
 def test_a_wrong_detail_fails_parity(make_deberta, pairs, monkeypatch, mutation):
     """The tolerance is tight enough to catch small mistakes: each of these breaks it by far."""
     from minirm.models import deberta
@@ -197,6 +229,8 @@ def test_a_wrong_detail_fails_parity(make_deberta, pairs, monkeypatch, mutation)
         monkeypatch.setattr(deberta, "relative_positions", lambda *a: real(*a).T)
     elif mutation == "conv":  # drop the ConvLayer after the first block
         encoder.conv = None
+    elif mutation == "embedding-mask":  # leave pad embeddings non-zero: the conv reads them
+        monkeypatch.setattr(encoder.embed, "forward", lambda ids, mask, f=encoder.embed.forward: f(ids, None))
     error = (our_logits(scorer, ids) - expected).abs().max().item()
     assert error > 100 * ATOL, f"{mutation}: max error {error:.2e} would hide under the tolerance"
 
@@ -204,12 +238,12 @@ def test_a_wrong_detail_fails_parity(make_deberta, pairs, monkeypatch, mutation)
 # --- half precision ------------------------------------------------------------------------------
 
 # bf16 keeps 8 bits of mantissa (relative step 2^-8 = 0.4%), fp16 11 bits (0.05%); the
-# rounding of every matmul, LayerNorm and softmax adds up over the layers. Measured on these
-# models (logits of size 0.03 - 1.3): bf16 is off by at most 0.016, fp16 by at most 0.004
-# (transformers itself, run in bf16 / fp16, is off by 0.027 / 0.003 on the same inputs).
-# The bounds below leave a margin of 3x or more and still fail on a real mistake: a wrong
-# scale moves these logits by 0.15 - 0.36 (see the test above). Relative error is no guide
-# here on its own: a logit near 0 has a large one.
+# rounding of every matmul, LayerNorm and softmax adds up over the layers. Measured over 12
+# random models (xxlarge-like, c2p+p2c, v3, conv x 3 seeds; logits up to 1.9): bf16 is off
+# by at most 0.019, fp16 by at most 0.003 - transformers itself, run in bf16 / fp16, is off
+# by up to 0.020 / 0.004 on the same models. The bounds below leave a margin of 2.5x or more
+# and still fail on a real mistake: a wrong scale moves these logits by 0.13 - 0.81.
+# Relative error alone is no guide: a logit near 0 has a large one.
 HALF_TOLERANCE = {"bfloat16": (5e-2, 2e-2), "float16": (1.25e-2, 5e-3)}
 
 
@@ -242,7 +276,7 @@ def save_fp16_bin(model, out) -> None:
 
 def test_fp16_pytorch_model_bin_scored_in_fp32(tmp_path, pairs):
     torch.manual_seed(11)
-    model = tf.DebertaV2ForSequenceClassification(deberta_config(**XXLARGE_LIKE)).eval()
+    model = random_deberta(deberta_config(**XXLARGE_LIKE))
     save_fp16_bin(model, tmp_path)
     save_minilm_tokenizer(tmp_path)
     assert not list(tmp_path.glob("*.safetensors"))
@@ -260,7 +294,7 @@ def test_extra_keys_transformers_drops_are_ignored(tmp_path, pairs):
     """An old persistent position_ids buffer and position_embeddings of a
     position_biased_input=false model load silently in transformers; so they do here."""
     torch.manual_seed(5)
-    model = tf.DebertaV2ForSequenceClassification(deberta_config(**V3)).eval()
+    model = random_deberta(deberta_config(**V3))
     model.save_pretrained(tmp_path)
     save_minilm_tokenizer(tmp_path)
     from safetensors.torch import save_file
@@ -323,7 +357,7 @@ def oa_cache(tmp_path, monkeypatch):
     models = {}
     for ref, seed in (("main", 21), ("refs/pr/1", 22)):
         torch.manual_seed(seed)
-        model = tf.DebertaV2ForSequenceClassification(deberta_config(**XXLARGE_LIKE)).eval()
+        model = random_deberta(deberta_config(**XXLARGE_LIKE))
         src = tmp_path / f"src-{seed}"
         src.mkdir()
         save_minilm_tokenizer(src)

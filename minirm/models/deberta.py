@@ -29,10 +29,13 @@ buckets that grow logarithmically up to max_relative_positions. So a 1,000-token
 sequence still uses a 512-row table, and distant words are told apart less finely
 than near ones.
 
-How a score is computed here, per layer:
-    c2p[b, h, i, j] = (q_i . Pk)[ bucket(i - j) + k ]                 (gather along the table)
-    p2c[b, h, i, j] = (k_j . Pq)[ k - bucket(j - i) ]
-    scores = (q k^T + c2p + p2c) / sqrt(head_dim * (1 + terms)),  padded keys masked out
+How a score is computed here, per layer (row r of R holds distance r - k):
+    c2p[b, h, i, j] = q_i . Pk[r]  at r = bucket(i - j) + k     q against every row, then a gather
+    p2c[b, h, i, j] = Pq[r] . k_j  at r = k - bucket(j - i)     every row against k, then a gather
+    scores = (q k^T + c2p + p2c) / sqrt(head_dim * (1 + terms)), padded keys masked out
+The division is folded into q (and Pq) before any product, so no (T, T) tensor is ever
+rescaled, and only the rows of R that the sequence's distances reach are projected and
+multiplied (a 100-token batch needs 199 of xxlarge's 512).
 
 The rest of the model
 ---------------------
@@ -45,10 +48,10 @@ The rest of the model
 - The head is a ContextPooler on the first token ([CLS]): dense + activation, then the
   classifier. The reward is logit 0.
 
-Half precision: transformers builds its scale factor and mask values as float32 tensors
-cast to the activation dtype; here the scale is a Python float (exact in every dtype),
-the mask value is the minimum of the dtype in use and the eager softmax runs in float32.
-fp32 results are unchanged; bf16 / fp16 stay finite.
+Half precision: transformers builds its scale factor as a float32 tensor and rounds it to
+the activation dtype (sqrt(3 * 64) = 13.856 becomes 13.875 in bf16); here it stays a
+Python float. Masks use the minimum of the dtype in use, and the eager softmax runs in
+float32. fp32 results are unchanged; bf16 / fp16 stay finite.
 
 Attention runs through torch's scaled_dot_product_attention with the c2p + p2c bias as a
 float mask (the default), or written out (backend "eager"). The relative bias cannot be
@@ -134,7 +137,7 @@ class Embeddings(nn.Module):
 class Relative(NamedTuple):
     """What every layer's relative terms read, built once per forward pass."""
 
-    embeddings: torch.Tensor  # (2span, C): R, LayerNorm'ed where norm_rel_ebd says so
+    embeddings: torch.Tensor  # (n, C): the n rows of R this length reaches, LayerNorm'ed where asked
     c2p_index: torch.Tensor  # (T, T): c2p_index[i, j] = row of R for the distance of query i from key j
     p2c_index: torch.Tensor  # (T, T): p2c_index[i, j] = row of R that p2c reads for key j and query i
 
@@ -169,17 +172,17 @@ class DisentangledAttention(nn.Module):
     def relative_bias(self, q: torch.Tensor, k: torch.Tensor, rel: Relative) -> torch.Tensor | None:
         """c2p + p2c, (B, nh, T, T), already scaled: q arrives scaled, and so is pos_q here."""
         B, nh, T, _ = q.shape
-        R = self.pos_dropout(rel.embeddings)  # (2span, C)
+        R = self.pos_dropout(rel.embeddings)  # (n, C)
         bias = None
         if self.c2p:
-            pos_k = self.heads(self.k(R) if self.share_att_key else self.pos_k(R))  # (nh, 2span, hs)
+            pos_k = self.heads(self.k(R) if self.share_att_key else self.pos_k(R))  # (nh, n, hs)
             # every query against every distance, then for key j pick the column of distance i - j
-            by_distance = q @ pos_k.transpose(-1, -2)  # (B, nh, T, 2span)
+            by_distance = q @ pos_k.transpose(-1, -2)  # (B, nh, T, n)
             bias = torch.gather(by_distance, -1, rel.c2p_index.expand(B, nh, T, T))
         if self.p2c:
-            pos_q = self.heads(self.q(R) if self.share_att_key else self.pos_q(R)) * self.scale  # (nh, 2span, hs)
+            pos_q = self.heads(self.q(R) if self.share_att_key else self.pos_q(R)) * self.scale  # (nh, n, hs)
             # every distance against every key, then for query i pick the row p2c_index[i, j]
-            by_distance = pos_q @ k.transpose(-1, -2)  # (B, nh, 2span, T)
+            by_distance = pos_q @ k.transpose(-1, -2)  # (B, nh, n, T)
             p2c = torch.gather(by_distance, -2, rel.p2c_index.expand(B, nh, T, T))
             bias = p2c if bias is None else bias.add_(p2c)
         return bias

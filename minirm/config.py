@@ -32,6 +32,28 @@ MODEL_TYPES = {
 }
 
 
+# config.json field names of the BERT-like families -> ours
+ENCODER_FIELDS = {
+    "vocab_size": "vocab_size",
+    "hidden_size": "hidden_size",
+    "num_layers": "num_hidden_layers",
+    "num_heads": "num_attention_heads",
+    "intermediate_size": "intermediate_size",
+    "max_positions": "max_position_embeddings",
+    "type_vocab_size": "type_vocab_size",
+    "hidden_act": "hidden_act",
+    "layer_norm_eps": "layer_norm_eps",
+}
+# what fills a field config.json leaves out: bert-base-cased (the Aira config only names its
+# base model), and DebertaV2Config's own defaults
+ENCODER_DEFAULTS = {
+    "bert": dict(vocab_size=28996, hidden_size=768, num_layers=12, num_heads=12, intermediate_size=3072,
+                 max_positions=512, type_vocab_size=2, hidden_act="gelu", layer_norm_eps=1e-12),
+    "deberta-v2": dict(vocab_size=128100, hidden_size=1536, num_layers=24, num_heads=24, intermediate_size=6144,
+                       max_positions=512, type_vocab_size=0, hidden_act="gelu", layer_norm_eps=1e-7),
+}
+
+
 @dataclass
 class ModelConfig:
     family: str  # "bert" | "roberta" | "gpt2" | "bert-reward" | "deberta-v2"
@@ -103,31 +125,9 @@ class ModelConfig:
                     hidden_act=get("activation_function", "gelu_new"),
                     layer_norm_eps=get("layer_norm_epsilon", 1e-5),
                 )
-            elif family == "deberta-v2":  # DebertaV2Config's defaults where config.json is silent
-                common = dict(
-                    vocab_size=get("vocab_size", 128100),
-                    hidden_size=get("hidden_size", 1536),
-                    num_layers=get("num_hidden_layers", 24),
-                    num_heads=get("num_attention_heads", 24),
-                    intermediate_size=get("intermediate_size", 6144),
-                    max_positions=get("max_position_embeddings", 512),
-                    type_vocab_size=get("type_vocab_size", 0),
-                    hidden_act=get("hidden_act", "gelu"),
-                    layer_norm_eps=get("layer_norm_eps", 1e-7),
-                )
             else:
-                # bert-base(-cased) numbers fill gaps, for the Aira config that only names its base
-                common = dict(
-                    vocab_size=get("vocab_size", 28996),
-                    hidden_size=get("hidden_size", 768),
-                    num_layers=get("num_hidden_layers", 12),
-                    num_heads=get("num_attention_heads", 12),
-                    intermediate_size=get("intermediate_size", 3072),
-                    max_positions=get("max_position_embeddings", 512),
-                    type_vocab_size=get("type_vocab_size", 2),
-                    hidden_act=get("hidden_act", "gelu"),
-                    layer_norm_eps=get("layer_norm_eps", 1e-12),
-                )
+                defaults = ENCODER_DEFAULTS["deberta-v2" if family == "deberta-v2" else "bert"]
+                common = {ours: get(theirs, defaults[ours]) for ours, theirs in ENCODER_FIELDS.items()}
             pos_att_type = get("pos_att_type") or ()
             if isinstance(pos_att_type, str):
                 pos_att_type = [p.strip() for p in pos_att_type.lower().split("|") if p.strip()]

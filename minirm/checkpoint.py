@@ -95,11 +95,10 @@ class WeightMap:
 
     def __init__(self, family: Family):
         self.family = family
-        self.rules = []  # (compiled HF regex, our template, transpose, HF template)
+        self.rules = []  # (HF regex, our template, transpose, HF template, our regex)
         for hf, ours in family.weight_map.items():
             ours, transpose = ours if isinstance(ours, tuple) else (ours, False)
-            pattern = re.escape(hf).replace(r"\{\}", r"(\d+)")
-            self.rules.append((re.compile(pattern + r"\.(\w+)$"), ours, transpose, hf))
+            self.rules.append((_template_regex(hf), ours, transpose, hf, _template_regex(ours)))
         self.ignored = [re.compile(p + "$") for p in family.ignore]
 
     def to_ours(self, hf_name: str) -> tuple[str, bool] | None:
@@ -108,7 +107,7 @@ class WeightMap:
                 hf_name = new + hf_name[len(old):]
         # TF-era checkpoints name LayerNorm parameters gamma/beta; transformers renames them too
         hf_name = re.sub(r"\.gamma$", ".weight", re.sub(r"\.beta$", ".bias", hf_name))
-        for pattern, ours, transpose, _ in self.rules:
+        for pattern, ours, transpose, _, _ in self.rules:
             m = pattern.match(hf_name)
             if m:
                 *layer, suffix = m.groups()
@@ -120,13 +119,17 @@ class WeightMap:
         return any(p.match(hf_name) for p in self.ignored)
 
     def to_hf(self, our_name: str) -> tuple[str, bool]:
-        for _, ours, transpose, hf in self.rules:
-            pattern = re.escape(ours).replace(r"\{\}", r"(\d+)") + r"\.(\w+)$"
-            m = re.match(pattern, our_name)
+        for _, _, transpose, hf, pattern in self.rules:
+            m = pattern.match(our_name)
             if m:
                 *layer, suffix = m.groups()
                 return (hf.replace("{}", layer[0]) if layer else hf) + "." + suffix, transpose
         raise KeyError(our_name)
+
+
+def _template_regex(template: str) -> re.Pattern:
+    """'encoder.layers.{}.attn.q' -> a regex capturing the layer number and the parameter suffix."""
+    return re.compile(re.escape(template).replace(r"\{\}", r"(\d+)") + r"\.(\w+)$")
 
 
 def _shape(t) -> str:

@@ -73,7 +73,6 @@ def run(argv: list[str] | None = None) -> int:
     if args.output and not args.input:
         raise MinirmError("--output needs --input; with PROMPT RESPONSE the scores go to stdout")
     from . import records
-    from .formats import ChatTurn
     from .records import Sample
     from .scoring import Scorer
 
@@ -86,8 +85,7 @@ def run(argv: list[str] | None = None) -> int:
     scorer.chat_names = {"bot_name": args.bot_name, "user_name": args.user_name, "memory": args.memory}
     scorer.oa_rank = args.oa_rank
     if rows is None:
-        scores = scorer.score_samples([Sample(args.prompt, r, history=[ChatTurn("user", args.prompt)])
-                                       for r in args.responses])
+        scores = scorer.score_samples([Sample.pair(args.prompt, r) for r in args.responses])
         if args.json:
             print(json.dumps([{"prompt": args.prompt, "response": r, "score": s}
                               for r, s in zip(args.responses, scores)], ensure_ascii=False, indent=2))

@@ -51,11 +51,16 @@ def oa_rank_scores(texts: Sequence[str], score_pairs: Callable[[list[str], list[
     `score_pairs(prompts, responses)` scores the pairs that are not near-empty, in one call
     (e.g. `Scorer.score_pairs`); near-empty responses get -4.0.
     """
-    split = [split_oa_text(t) for t in texts]
-    keep = [i for i, (_, post) in enumerate(split) if not oa_empty_response(post)]
-    scores = [EMPTY_RESPONSE_SCORE] * len(texts)
+    return oa_rank_pair_scores([split_oa_text(t) for t in texts], score_pairs)
+
+
+def oa_rank_pair_scores(pairs: Sequence[tuple[str, str]],
+                        score_pairs: Callable[[list[str], list[str]], list[float]]) -> list[float]:
+    """The same rule for (prefix, postfix) pairs that are already split."""
+    keep = [i for i, (_, post) in enumerate(pairs) if not oa_empty_response(post)]
+    scores = [EMPTY_RESPONSE_SCORE] * len(pairs)
     if keep:
-        got = score_pairs([split[i][0] for i in keep], [split[i][1] for i in keep])
+        got = score_pairs([pairs[i][0] for i in keep], [pairs[i][1] for i in keep])
         for i, s in zip(keep, got):
             scores[i] = float(s)
     return scores

@@ -37,6 +37,11 @@ class Sample:
     response: str
     history: list[ChatTurn] | None = None  # the conversation, for chat-formatted models
 
+    @classmethod
+    def pair(cls, prompt: str, response: str) -> "Sample":
+        """A single exchange: the prompt is the user's one turn of the conversation."""
+        return cls(prompt, response, history=[ChatTurn("user", prompt)])
+
 
 def read_jsonl(path: str | Path) -> list[dict]:
     path = Path(path)
@@ -104,12 +109,11 @@ def row_samples(row: dict) -> list[Sample]:
     """The samples of one validated row: one, or two (chosen, rejected) for preference rows."""
     kind = row_kind(row, "row")
     if kind == "pair":
-        return [Sample(row["prompt"], row["response"], history=[ChatTurn("user", row["prompt"])])]
+        return [Sample.pair(row["prompt"], row["response"])]
     if kind == "text":
         return [Sample(None, row["text"])]
     if "prompt" in row:
-        history = [ChatTurn("user", row["prompt"])]
-        return [Sample(row["prompt"], row[k], history=history) for k in ("chosen", "rejected")]
+        return [Sample.pair(row["prompt"], row[k]) for k in ("chosen", "rejected")]
     return [transcript_sample(row[k]) for k in ("chosen", "rejected")]
 
 

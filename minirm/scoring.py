@@ -22,9 +22,9 @@ from .attention import AttentionBatch, default_backend
 from .checkpoint import load_model
 from .config import ModelConfig
 from .errors import MinirmError
-from .formats import ChatTurn, pygmalion_text
+from .formats import pygmalion_text
 from .hub import BASE_TOKENIZERS, resolve_model
-from .openassistant import EMPTY_RESPONSE_SCORE, oa_empty_response, split_oa_text
+from .openassistant import oa_rank_pair_scores, split_oa_text
 from .records import Sample
 from .tokenizer import RewardTokenizer, has_tokenizer, load_tokenizer
 
@@ -89,27 +89,23 @@ class Scorer:
     def score_pairs(self, prompts: list[str], responses: list[str], progress: bool = False) -> list[float]:
         if len(prompts) != len(responses):
             raise ValueError("prompts and responses differ in length")
-        return self.score_samples(
-            [Sample(p, r, history=[ChatTurn("user", p)]) for p, r in zip(prompts, responses)], progress
-        )
+        return self.score_samples([Sample.pair(p, r) for p, r in zip(prompts, responses)], progress)
 
     def score_texts(self, texts: list[str], progress: bool = False) -> list[float]:
         return self.score_samples([Sample(None, t) for t in texts], progress)
 
     def encode_pairs(self, prompts: list[str], responses: list[str]) -> list[list[int]]:
-        return self.encode([Sample(p, r, history=[ChatTurn("user", p)]) for p, r in zip(prompts, responses)])
+        return self.encode([Sample.pair(p, r) for p, r in zip(prompts, responses)])
 
     def score_samples(self, samples: list[Sample], progress: bool = False) -> list[float]:
         if not self.oa_rank:
             return self.score_ids(self.encode(samples), progress)
         # OpenAssistant's rank_model_fn: "prompt[SEP]response" texts are split into pairs, and a
         # response of fewer than 4 distinct characters scores -4 without the model
-        pairs = [Sample(*split_oa_text(s.response)) if s.prompt is None else s for s in samples]
-        keep = [i for i, s in enumerate(pairs) if not oa_empty_response(s.response)]
-        scores = [EMPTY_RESPONSE_SCORE] * len(samples)
-        for i, score in zip(keep, self.score_ids(self.encode([pairs[i] for i in keep]), progress)):
-            scores[i] = score
-        return scores
+        pairs = [split_oa_text(s.response) if s.prompt is None else (s.prompt, s.response) for s in samples]
+        return oa_rank_pair_scores(
+            pairs, lambda ps, rs: self.score_ids(self.encode_pairs(ps, rs), progress)
+        )
 
     # --- the pipeline ---------------------------------------------------------------------
     def encode(self, samples: list[Sample]) -> list[list[int]]:
@@ -175,17 +171,7 @@ def _tokenizer_dir(tokenizer: str | None, model_dir: Path, cfg: ModelConfig, rev
     return resolve_model(base, files="tokenizer")
 
 
-class _NoBar:
-    def update(self, n):
-        pass
-
-    def close(self):
-        pass
-
-
 def _progress(total: int, enabled: bool):
-    if not enabled:
-        return _NoBar()
     from tqdm import tqdm
 
-    return tqdm(total=total, unit="seq", desc="scoring", dynamic_ncols=True)
+    return tqdm(total=total, unit="seq", desc="scoring", dynamic_ncols=True, disable=not enabled)

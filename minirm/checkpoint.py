@@ -136,16 +136,30 @@ def _shape(t) -> str:
     return "(" + ", ".join(str(d) for d in t) + ")"
 
 
-def load_state(model: torch.nn.Module, model_dir: Path, family: Family, dtype: torch.dtype) -> None:
-    """Read every tensor of the checkpoint into `model` (built on the meta device)."""
+# what a pretraining checkpoint (bert-base-cased, roberta-base, gpt2, deberta-v2-xxlarge) holds
+# besides the encoder: its masked-LM / next-sentence / LM heads, which a reward model drops
+PRETRAINING_HEADS = r"(cls|lm_head|lm_predictions|mask_predictions)\..*"
+# the reward-head parameters a base model does not have; training starts them fresh
+NEW_HEAD = ("head.", "score.")
+
+
+def load_state(model: torch.nn.Module, model_dir: Path, family: Family, dtype: torch.dtype,
+               new_head: bool = False) -> list[str]:
+    """Read every tensor of the checkpoint into `model` (built on the meta device).
+
+    With `new_head`, the checkpoint is a base model: its pretraining heads are dropped and
+    the reward head's parameters, which it lacks, are initialised as transformers does
+    (normal(0, initializer_range) weights, zero biases). Returns the names initialised.
+    """
     names = WeightMap(family)
+    extra_ignored = re.compile(PRETRAINING_HEADS + "$") if new_head else None
     expected = {name: p.shape for name, p in model.state_dict(keep_vars=True).items()}
     state, unexpected = {}, []
     for path in checkpoint_files(model_dir):
         for hf_name, tensor in iter_tensors(path):
             mapped = names.to_ours(hf_name)
             if mapped is None or mapped[0] not in expected:
-                if not names.is_ignored(hf_name):
+                if not names.is_ignored(hf_name) and not (extra_ignored and extra_ignored.match(hf_name)):
                     unexpected.append(hf_name)
                 continue
             ours, transpose = mapped
@@ -157,6 +171,10 @@ def load_state(model: torch.nn.Module, model_dir: Path, family: Family, dtype: t
                     f"{_shape(expected[ours])}; the checkpoint and its config.json disagree"
                 )
             state[ours] = tensor.to(dtype).contiguous()
+    fresh = [k for k in expected if k not in state and new_head and k.startswith(NEW_HEAD)]
+    std = float(model.cfg.raw.get("initializer_range", 0.02))
+    for k in fresh:
+        state[k] = torch.zeros(expected[k], dtype=dtype) if k.endswith("bias") else torch.randn(expected[k]).mul_(std).to(dtype)
     missing = [names.to_hf(k)[0] for k in expected if k not in state]
     if missing:
         shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
@@ -168,6 +186,7 @@ def load_state(model: torch.nn.Module, model_dir: Path, family: Family, dtype: t
             "is config.json for this checkpoint?"
         )
     model.load_state_dict(state, assign=True, strict=True)
+    return fresh
 
 
 def build_model(cfg: ModelConfig, device: str | torch.device = "cpu") -> torch.nn.Module:
@@ -188,6 +207,56 @@ def load_model(model_dir: str | Path, dtype: torch.dtype = torch.float32, device
     return model.to(device).eval(), cfg
 
 
+# the class transformers builds for each family's reward model (written into config.json)
+REWARD_ARCHITECTURES = {
+    "bert": "BertForSequenceClassification", "roberta": "RobertaForSequenceClassification",
+    "gpt2": "GPT2ForSequenceClassification", "deberta-v2": "DebertaV2ForSequenceClassification",
+    "bert-reward": "RewardModel",
+}
+
+
+def reward_config(cfg: ModelConfig, num_labels: int, regression_head: bool = False) -> ModelConfig:
+    """The config of a reward model on `cfg`'s encoder: its sequence-classification class and
+    `num_labels`, or the Aira regression head (bert-reward) on a BERT encoder."""
+    raw = {k: v for k, v in cfg.raw.items() if k not in ("id2label", "label2id")}
+    family = cfg.family
+    if regression_head:
+        if family not in ("bert", "bert-reward"):
+            raise MinirmError(f"the Aira regression head sits on a BERT encoder, not on {family}")
+        family = "bert-reward"
+        raw.update(model_type="bert-reward", linear_layer=cfg.linear_layer, alpha=cfg.alpha)
+        raw.setdefault("base_model", raw.get("_name_or_path") or "bert-base-cased")
+        raw.pop("num_labels", None)
+    else:
+        raw["num_labels"] = num_labels
+    if family == "gpt2" and raw.get("pad_token_id") is None:
+        # GPT-2 has no pad token: reward models pad with eos (50256), so transformers reads the
+        # score at the last real token
+        raw["pad_token_id"] = raw.get("eos_token_id", 50256)
+    raw["architectures"] = [REWARD_ARCHITECTURES[family]]
+    return ModelConfig.from_dict(raw)
+
+
+def load_for_training(model_dir: str | Path, num_labels: int = 1, regression_head: bool = False,
+                      device: str | torch.device = "cpu") -> tuple[torch.nn.Module, ModelConfig, list[str]]:
+    """A reward model to train, in fp32: from a reward checkpoint of the same head (fine-tuning
+    further), or from a base model (bert-base-cased, gpt2, ...) with a freshly initialised head.
+    Returns (model in train mode, config, names of the parameters initialised fresh)."""
+    model_dir = Path(model_dir)
+    cfg = ModelConfig.from_file(model_dir / "config.json")
+    target = reward_config(cfg, num_labels, regression_head)
+    same_head = (cfg.family == target.family and cfg.num_labels == target.num_labels
+                 and REWARD_ARCHITECTURES[cfg.family] in (cfg.raw.get("architectures") or []))
+    if same_head:
+        model, cfg = load_model(model_dir, torch.float32, device)
+        return model.train(), cfg, []
+    family = FAMILIES[target.family]
+    with torch.device("meta"):
+        model = family.build(target)
+    fresh = load_state(model, model_dir, family, torch.float32, new_head=True)
+    return model.to(device).train(), target, fresh
+
+
 # --- saving -------------------------------------------------------------------------------
 
 def hf_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -199,19 +268,33 @@ def hf_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return out
 
 
-def save_model(model: torch.nn.Module, out_dir: str | Path, tokenizer_dir: str | Path | None = None) -> Path:
-    """Write config.json + model.safetensors (+ tokenizer files) atomically, in HF layout."""
+def save_model(model: torch.nn.Module, out_dir: str | Path, tokenizer_dir: str | Path | None = None,
+               into_existing: bool = False) -> Path:
+    """Write config.json + model.safetensors (+ tokenizer files) atomically, in HF layout.
+
+    The files are written to a temporary directory beside `out_dir`, which then replaces
+    `out_dir` whole. With `into_existing`, other files in `out_dir` (a training run's metrics
+    and checkpoints) are kept: each file is renamed in on its own, config.json last.
+    """
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
         save_file(hf_state_dict(model), str(tmp / SAFETENSORS), metadata={"format": "pt"})
-        (tmp / "config.json").write_text(json.dumps(model.cfg.to_dict(), indent=2) + "\n", encoding="utf-8")
         if tokenizer_dir is not None:
             for name in TOKENIZER_FILES:
                 if (Path(tokenizer_dir) / name).is_file():
                     shutil.copy2(Path(tokenizer_dir) / name, tmp / name)
-        if out_dir.exists():
+            if not (tmp / "tokenizer.json").is_file():  # rebuilt from vocab files: write the one-file form
+                from .tokenizer import read_tokenizer
+
+                read_tokenizer(Path(tokenizer_dir), model.cfg).save(str(tmp / "tokenizer.json"))
+        (tmp / "config.json").write_text(json.dumps(model.cfg.to_dict(), indent=2) + "\n", encoding="utf-8")
+        if into_existing:
+            out_dir.mkdir(exist_ok=True)
+            for f in sorted(tmp.iterdir(), key=lambda f: f.name == "config.json"):
+                os.replace(f, out_dir / f.name)
+        elif out_dir.exists():
             old = out_dir.with_name(out_dir.name + ".old")
             shutil.rmtree(old, ignore_errors=True)
             os.replace(out_dir, old)

@@ -22,7 +22,6 @@ from .attention import AttentionBatch, default_backend
 from .checkpoint import load_model
 from .config import ModelConfig
 from .errors import MinirmError
-from .formats import pygmalion_text
 from .hub import BASE_TOKENIZERS, resolve_model
 from .openassistant import oa_rank_pair_scores, split_oa_text
 from .records import Sample
@@ -109,26 +108,7 @@ class Scorer:
 
     # --- the pipeline ---------------------------------------------------------------------
     def encode(self, samples: list[Sample]) -> list[list[int]]:
-        """Format and tokenize, keeping order. Pair models take (prompt, response) pairs."""
-        ids: list[list[int] | None] = [None] * len(samples)
-        pairs = [i for i, s in enumerate(samples) if s.prompt is not None and self.tokenizer.pair_input]
-        paired = set(pairs)
-        texts = [i for i in range(len(samples)) if i not in paired]
-        if pairs:
-            encoded = self.tokenizer.encode_pairs([samples[i].prompt for i in pairs],
-                                                  [samples[i].response for i in pairs])
-            for i, e in zip(pairs, encoded):
-                ids[i] = e
-        if texts:
-            encoded = self.tokenizer.encode_texts([self.format_text(samples[i]) for i in texts])
-            for i, e in zip(texts, encoded):
-                ids[i] = e
-        return ids
-
-    def format_text(self, sample: Sample) -> str:
-        if self.tokenizer.pair_input or sample.history is None:
-            return sample.response if sample.prompt is None else sample.prompt + "\n" + sample.response
-        return pygmalion_text(sample.history, sample.response, **self.chat_names)
+        return self.tokenizer.encode_samples(samples, self.chat_names)
 
     @torch.inference_mode()
     def score_ids(self, sequences: list[list[int]], progress: bool = False) -> list[float]:

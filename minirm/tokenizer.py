@@ -20,6 +20,8 @@ from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers,
 
 from .config import ModelConfig
 from .errors import MinirmError
+from .formats import pygmalion_text
+from .records import Sample
 
 DEFAULT_MAX_LENGTH = 512
 
@@ -46,6 +48,31 @@ class RewardTokenizer:
 
     def encode_texts(self, texts: list[str]) -> list[list[int]]:
         return [e.ids for e in self.tokenizer.encode_batch(texts)]
+
+    def encode_samples(self, samples: list[Sample], chat_names: dict | None = None) -> list[list[int]]:
+        """Format and tokenize, keeping order: the one path that scoring and training share.
+
+        Pair models take (prompt, response) as a tokenizer pair; everything else is one text
+        (for GPT-2, the Pygmalion chat format when the sample carries a conversation).
+        """
+        ids: list[list[int] | None] = [None] * len(samples)
+        pairs = [i for i, s in enumerate(samples) if s.prompt is not None and self.pair_input]
+        paired = set(pairs)
+        texts = [i for i in range(len(samples)) if i not in paired]
+        if pairs:
+            encoded = self.encode_pairs([samples[i].prompt for i in pairs], [samples[i].response for i in pairs])
+            for i, e in zip(pairs, encoded):
+                ids[i] = e
+        if texts:
+            encoded = self.encode_texts([self.format_text(samples[i], chat_names or {}) for i in texts])
+            for i, e in zip(texts, encoded):
+                ids[i] = e
+        return ids
+
+    def format_text(self, sample: Sample, chat_names: dict) -> str:
+        if self.pair_input or sample.history is None:
+            return sample.response if sample.prompt is None else sample.prompt + "\n" + sample.response
+        return pygmalion_text(sample.history, sample.response, **chat_names)
 
 
 def usable_positions(cfg: ModelConfig) -> int:

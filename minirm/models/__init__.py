@@ -81,6 +81,8 @@ FAMILIES = {
             "score": "score",
         },
         ignore=(r".*\.attn\.bias", r".*\.attn\.masked_bias", r"lm_head\..*"),
+        # the Hub's gpt2 base checkpoint was saved from GPT2Model: its keys have no "transformer." prefix
+        aliases={p: "transformer." + p for p in ("h.", "wte.", "wpe.", "ln_f.")},
     ),
 }
 

@@ -16,7 +16,7 @@ from torch import nn
 
 from ..attention import AttentionBatch
 from ..config import ModelConfig
-from .common import MultiHeadAttention, activation, gather_tokens
+from .common import MultiHeadAttention, activation, gather_tokens, run_layer
 from .heads import BertHead, RegressionHead, RobertaHead
 
 class Embeddings(nn.Module):
@@ -58,6 +58,7 @@ class BertEncoder(nn.Module):
         self.cfg = cfg
         self.embed = Embeddings(cfg)
         self.layers = nn.ModuleList(EncoderLayer(cfg) for _ in range(cfg.num_layers))
+        self.gradient_checkpointing = False
 
     def position_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
         if self.cfg.family == "roberta":
@@ -72,7 +73,7 @@ class BertEncoder(nn.Module):
         if batch.packed:
             x = batch.pack(x)  # (N, C): from here on no op touches a pad token
         for layer in self.layers:
-            x = layer(x, batch)
+            x = run_layer(layer, x, batch, checkpointing=self.gradient_checkpointing)
         return x
 
 HEADS = {"bert": BertHead, "roberta": RobertaHead, "bert-reward": RegressionHead}

@@ -6,6 +6,7 @@ import math
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import nn
 
 from ..attention import AttentionBatch, attend
@@ -79,6 +80,15 @@ class MultiHeadAttention(nn.Module):
         dropout = self.dropout if self.training else 0.0
         y = attend(q, k, v, batch, scale=1.0 / math.sqrt(q.size(-1)), dropout=dropout)
         return self.o(merge_heads(y, batch))
+
+
+def run_layer(layer: nn.Module, *args, checkpointing: bool = False):
+    """layer(*args); with activation checkpointing, keep only the layer's input and recompute its
+    activations during backward (memory for compute: what lets the 1.5B DeBERTa train on one GPU).
+    Non-reentrant checkpointing replays the RNG, so dropout masks match the first pass."""
+    if checkpointing and torch.is_grad_enabled():
+        return torch.utils.checkpoint.checkpoint(layer, *args, use_reentrant=False)
+    return layer(*args)
 
 
 def gather_tokens(x: torch.Tensor, position: torch.Tensor, batch: AttentionBatch) -> torch.Tensor:

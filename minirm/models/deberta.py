@@ -73,7 +73,7 @@ from ..config import ModelConfig
 from ..errors import MinirmError
 from . import Family  # defined in the package before this module is imported
 from .bert import EncoderLayer  # the same post-LN block as BERT, with disentangled attention inside
-from .common import activation
+from .common import activation, run_layer
 from .heads import ContextPooler
 
 # --- relative positions --------------------------------------------------------------------
@@ -251,6 +251,7 @@ class DebertaEncoder(nn.Module):
         norms = [n.strip() for n in cfg.norm_rel_ebd.split("|")]
         self.rel_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps) if "layer_norm" in norms else None
         self.conv = ConvLayer(cfg) if cfg.conv_kernel_size > 0 else None
+        self.gradient_checkpointing = False
 
     def relative(self, T: int, device) -> Relative:
         R = self.rel_embeddings.weight  # (2span, C), shared by every layer
@@ -281,7 +282,7 @@ class DebertaEncoder(nn.Module):
         eager = batch.backend == "eager"  # "sdpa" and "triton" batches both run through sdpa
         embedded = x
         for i, layer in enumerate(self.layers):
-            x = layer(x, key_mask, rel, eager)
+            x = run_layer(layer, x, key_mask, rel, eager, checkpointing=self.gradient_checkpointing)
             if i == 0 and self.conv is not None:
                 x = self.conv(embedded, x, token_mask)
         return x

@@ -17,7 +17,7 @@ from torch import nn
 
 from ..attention import AttentionBatch
 from ..config import ModelConfig
-from .common import MultiHeadAttention, activation, gather_tokens
+from .common import MultiHeadAttention, activation, gather_tokens, run_layer
 
 
 class Block(nn.Module):
@@ -49,6 +49,7 @@ class GPT2RewardModel(nn.Module):
         self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.num_layers))
         self.final_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
         self.score = nn.Linear(cfg.hidden_size, cfg.num_labels, bias=False)
+        self.gradient_checkpointing = False
 
     def forward(self, input_ids: torch.Tensor, batch: AttentionBatch) -> torch.Tensor:
         """(B, T) right-padded ids -> (B, num_labels) logits at each sequence's last token."""
@@ -59,6 +60,6 @@ class GPT2RewardModel(nn.Module):
         if batch.packed:
             x = batch.pack(x)  # (N, C)
         for layer in self.layers:
-            x = layer(x, batch)
+            x = run_layer(layer, x, batch, checkpointing=self.gradient_checkpointing)
         last = gather_tokens(x, batch.lengths - 1, batch)  # (B, C)
         return self.score(self.final_norm(last))

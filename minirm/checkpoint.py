@@ -136,9 +136,10 @@ def _shape(t) -> str:
     return "(" + ", ".join(str(d) for d in t) + ")"
 
 
-# what a pretraining checkpoint (bert-base-cased, roberta-base, gpt2, deberta-v2-xxlarge) holds
-# besides the encoder: its masked-LM / next-sentence / LM heads, which a reward model drops
-PRETRAINING_HEADS = r"(cls|lm_head|lm_predictions|mask_predictions)\..*"
+# what a checkpoint holds besides the encoder, which a new reward head replaces: the masked-LM /
+# next-sentence / LM heads of base models (bert-base-cased, roberta-base, gpt2, deberta-v2-xxlarge),
+# or another reward model's classifier
+REPLACED_HEADS = r"(cls|lm_head|lm_predictions|mask_predictions|classifier|score)\..*"
 # the reward-head parameters a base model does not have; training starts them fresh
 NEW_HEAD = ("head.", "score.")
 
@@ -147,12 +148,13 @@ def load_state(model: torch.nn.Module, model_dir: Path, family: Family, dtype: t
                new_head: bool = False) -> list[str]:
     """Read every tensor of the checkpoint into `model` (built on the meta device).
 
-    With `new_head`, the checkpoint is a base model: its pretraining heads are dropped and
-    the reward head's parameters, which it lacks, are initialised as transformers does
-    (normal(0, initializer_range) weights, zero biases). Returns the names initialised.
+    With `new_head`, the checkpoint's own head (a base model's pretraining head, or a reward
+    head of another shape) is dropped and the reward head's parameters it lacks are initialised
+    as transformers does (normal(0, initializer_range) weights, zero biases). Returns the names
+    initialised.
     """
     names = WeightMap(family)
-    extra_ignored = re.compile(PRETRAINING_HEADS + "$") if new_head else None
+    extra_ignored = re.compile(REPLACED_HEADS + "$") if new_head else None
     expected = {name: p.shape for name, p in model.state_dict(keep_vars=True).items()}
     state, unexpected = {}, []
     for path in checkpoint_files(model_dir):
@@ -166,6 +168,8 @@ def load_state(model: torch.nn.Module, model_dir: Path, family: Family, dtype: t
             if transpose:
                 tensor = tensor.t()
             if tensor.shape != expected[ours]:
+                if new_head and ours.startswith(NEW_HEAD):
+                    continue  # a head of another size (1 label -> 2): start it fresh
                 raise MinirmError(
                     f"{path.name}: tensor {hf_name!r} has shape {_shape(tensor.shape)} but config.json implies "
                     f"{_shape(expected[ours])}; the checkpoint and its config.json disagree"

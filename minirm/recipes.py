@@ -77,7 +77,7 @@ RECIPES = {r.name: r for r in [
         "oa-deberta", model="microsoft/deberta-v2-xxlarge", loss="ranking",
         # these two repos hold a loading script on main; their data is the Hub's parquet conversion
         data=(DataSource("openai/webgpt_comparisons", "webgpt", "train", PARQUET),
-              DataSource("openai/summarize_from_feedback", "summarize", "train", PARQUET), HH_RLHF),
+              DataSource("openai/summarize_from_feedback", "summarize", "comparisons/train", PARQUET), HH_RLHF),
         adapter="preference", lr=2e-6, schedule="cosine", warmup_steps=600, weight_decay=0.01, max_grad_norm=2.0,
         batch_size=1, grad_accum=12, epochs=2, max_length=512, precision="fp16", gradient_checkpointing=True,
         notes="webgpt ties kept with answer_0 first, as OpenAssistant did; summaries prompt = post + ' TLDR;'; K-wise rank loss",

@@ -1,0 +1,210 @@
+"""Every recipe end to end on a tiny stand-in: the recipe's own settings (optimizer, schedule,
+loss, precision, checkpointing), a tiny *base* model of its family (a pretraining checkpoint,
+so the reward head starts fresh as it would from bert-base-cased or gpt2), and a few rows
+shaped like each of its datasets. The trained output then scores through score.py's path.
+
+`python train.py --recipe chai` is also run with no --model and no --data at all, from a fake
+Hugging Face cache laid out like the real one (models--/datasets--, refs/main, snapshots/<sha>).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+import transformers as tf
+
+from minirm import Scorer
+from minirm.cli_train import main
+from minirm.recipes import RECIPES, recipe_table
+from conftest import save_tokenizer, tiny_config
+
+SHA = "c" * 40
+HH = [{"chosen": "\n\nHuman: How do I bake bread?\n\nAssistant: Mix flour, water, salt and yeast, knead, let it rise, bake.",
+       "rejected": "\n\nHuman: How do I bake bread?\n\nAssistant: Figure it out."},
+      {"chosen": "\n\nHuman: hi\n\nAssistant: Hello! How can I help you today?\n\nHuman: a joke?\n\nAssistant: "
+                 "Why did the baker quit? He was tired of the daily grind.",
+       "rejected": "\n\nHuman: hi\n\nAssistant: Hello! How can I help you today?\n\nHuman: a joke?\n\nAssistant: No."}]
+AIRA = [{"instruction": "What is the capital of France?", "chosen_response": "The capital of France is Paris.",
+         "rejected_response": "I don't know, maybe London."},
+        {"instruction": "Explain photosynthesis.", "chosen_response": "Plants turn light, water and CO2 into sugar.",
+         "rejected_response": "Photosynthesis is a kind of dance."}]
+WEBGPT = [{"question": {"full_text": "Why is the sky blue?", "id": "q1"},
+           "answer_0": "Rayleigh scattering favours short wavelengths [1].", "score_0": 1.0,
+           "answer_1": "Because it reflects the sea.", "score_1": -1.0, "quotes_0": {}, "quotes_1": {}}]
+SUMMARIZE = [{"info": {"id": "t1", "post": "My cat knocks everything off the table every morning.", "title": "cat",
+                       "subreddit": "cats", "article": None, "site": None},
+              "summaries": [{"text": "Cat likes pushing things.", "policy": "a", "note": ""},
+                            {"text": "I own a table.", "policy": "b", "note": ""}], "choice": 0}]
+CHAI = [{"input_text": "Bot's Persona: kind\n####\n\n<START>\nUser: hi\nBot: Hello friend, lovely to see you!",
+         "labels": 1},
+        {"input_text": "Bot's Persona: kind\n####\n\n<START>\nUser: hi\nBot: Leave me alone.", "labels": 0}]
+CONVERSATIONS = [{"messages": [{"role": "user", "content": "Tell me a story"},
+                               {"role": "assistant", "content": "Once upon a time a fox found a lantern."}], "label": 1},
+                 {"messages": [{"role": "user", "content": "Tell me a story"},
+                               {"role": "bot", "content": "no"}], "label": 0}]
+REGRESSION = [{"prompt": "Say something nice.", "response": "You are doing great!", "reward": 0.9},
+              {"prompt": "Say something nice.", "response": "Whatever.", "reward": -0.8}]
+
+
+def write_jsonl(path: Path, rows, times: int = 4) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows * times), encoding="utf-8")
+    return path
+
+
+def base_model(kind: str, out: Path, bpe_files: Path) -> Path:
+    """A tiny pretraining checkpoint, saved as the Hub's base models are."""
+    torch.manual_seed(0)
+    if kind == "roberta":
+        model = tf.RobertaForMaskedLM(tiny_config("roberta"))
+    elif kind == "bert":
+        model = tf.BertForPreTraining(tiny_config("bert"))
+    elif kind == "gpt2":
+        model = tf.GPT2Model(tiny_config("gpt2"))  # keys h.0..., as openai-community/gpt2 has them
+    else:
+        from test_deberta import XXLARGE_LIKE, deberta_config
+
+        model = tf.DebertaV2ForMaskedLM(deberta_config(**XXLARGE_LIKE))
+    model.save_pretrained(out)
+    save_tokenizer("bert" if kind == "deberta" else kind, out, bpe_files)
+    if kind == "gpt2":  # vocab.json + merges.txt only: training must write a tokenizer.json from them
+        for f in out.glob("tokenizer*.json"):
+            f.unlink()
+        for f in ("vocab.json", "merges.txt"):
+            shutil.copy(bpe_files / f, out / f)
+    return out
+
+
+def run(recipe: str, model_dir: Path, out: Path, *data: Path, extra=()) -> dict:
+    argv = ["--recipe", recipe, "--model", str(model_dir), "--output", str(out), "--no-progress",
+            "--max-steps", "3", "--log-every", "1", "--max-length", "96", *extra]
+    if data:
+        argv += ["--data", *map(str, data)]
+    assert main(argv) == 0
+    assert (out / "model.safetensors").is_file() and (out / "config.json").is_file()
+    assert (out / "tokenizer.json").is_file()
+    return json.loads((out / "summary.json").read_text())
+
+
+def train_losses(out: Path) -> list[float]:
+    return [json.loads(line)["loss"] for line in (out / "metrics.jsonl").read_text().splitlines()
+            if json.loads(line)["split"] == "train"]
+
+
+def test_list_recipes_names_every_recipe(capsys):
+    assert main(["--list-recipes"]) == 0
+    table = capsys.readouterr().out
+    assert table == recipe_table() + "\n"
+    for name, r in RECIPES.items():
+        line = next(l for l in table.splitlines() if l.startswith(name + " "))
+        assert r.model in line and r.loss in line and str(r.batch_size) in line
+
+
+def test_aux_roberta_recipe_on_aira_and_hh_rows(tmp_path, bpe_files):
+    base = base_model("roberta", tmp_path / "roberta-base", bpe_files)
+    toxic = write_jsonl(tmp_path / "toxic-aira.jsonl", AIRA)
+    hh = tmp_path / "hh.jsonl.gz"
+    hh.write_bytes(gzip.compress("".join(json.dumps(r) + "\n" for r in HH * 4).encode()))
+    summary = run("aux-roberta", base, tmp_path / "out", toxic, hh, extra=["--batch-size", "4"])
+    cfg = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert cfg["architectures"] == ["RobertaForSequenceClassification"] and cfg["num_labels"] == 1
+    assert any(n.startswith("head.") for n in summary["new_parameters"])
+    scorer = Scorer.from_pretrained(str(tmp_path / "out"))
+    assert all(math.isfinite(s) for s in scorer.score_pairs([AIRA[0]["instruction"]], [AIRA[0]["chosen_response"]]))
+
+
+def test_aira_bert_recipe(tmp_path, bpe_files):
+    base = base_model("bert", tmp_path / "bert-base-cased", bpe_files)
+    data = write_jsonl(tmp_path / "reward-aira.jsonl", AIRA)
+    summary = run("aira-bert", base, tmp_path / "out", data, extra=["--batch-size", "4", "--eval-fraction", "0.25"])
+    assert summary["eval"]["accuracy"] >= 0  # evaluated on the held-out quarter
+    assert json.loads((tmp_path / "out" / "train_config.json").read_text())["lr"] == RECIPES["aira-bert"].lr
+
+
+def test_aira_regression_recipe_writes_the_regression_head(tmp_path, bpe_files):
+    base = base_model("bert", tmp_path / "bert-base-cased", bpe_files)
+    data = write_jsonl(tmp_path / "rewards.jsonl", REGRESSION)
+    summary = run("aira-regression", base, tmp_path / "out", data, extra=["--batch-size", "4"])
+    cfg = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert cfg["model_type"] == "bert-reward" and cfg["architectures"] == ["RewardModel"]
+    assert {"rmse", "mae"} <= set(summary["eval"])
+    scorer = Scorer.from_pretrained(str(tmp_path / "out"), alpha=2.0)
+    one = Scorer.from_pretrained(str(tmp_path / "out"))
+    pair = ([REGRESSION[0]["prompt"]], [REGRESSION[0]["response"]])
+    assert scorer.score_pairs(*pair)[0] == pytest.approx(2.0 * one.score_pairs(*pair)[0], rel=1e-6)
+
+
+def test_chai_recipe_on_chai_rows_and_conversations(tmp_path, bpe_files):
+    base = base_model("gpt2", tmp_path / "gpt2", bpe_files)
+    chai, convs = write_jsonl(tmp_path / "chai.jsonl", CHAI), write_jsonl(tmp_path / "convs.jsonl", CONVERSATIONS)
+    # the card's recipe is fp16 AMP with a GradScaler; on this CPU it runs as it would on a GPU
+    summary = run("chai", base, tmp_path / "out", chai, convs, extra=["--batch-size", "4"])
+    assert all(math.isfinite(x) for x in train_losses(tmp_path / "out"))
+    cfg = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert cfg["architectures"] == ["GPT2ForSequenceClassification"] and cfg["num_labels"] == 2
+    assert cfg["pad_token_id"] == 50256  # pad = eos, as the CHAI model has it
+    assert "accuracy" in summary["eval"]
+    scorer = Scorer.from_pretrained(str(tmp_path / "out"))
+    assert scorer.tokenizer.truncation_side == "left"
+    assert 0.0 <= scorer.score_pairs(["hi"], ["Hello friend!"])[0] <= 1.0
+
+
+def test_oa_deberta_recipe_on_webgpt_summarize_and_hh_rows(tmp_path, bpe_files):
+    base = base_model("deberta", tmp_path / "deberta-v2-xxlarge", bpe_files)
+    files = [write_jsonl(tmp_path / "webgpt.jsonl", WEBGPT, 2), write_jsonl(tmp_path / "hh.jsonl", HH, 2)]
+    # each source keeps its own adapter when given as the recipe lists them: run through the API
+    from minirm.cli_train import build_parser, config_from_args
+    from minirm.train import DataSource, train
+
+    args = build_parser().parse_args(["--recipe", "oa-deberta", "--model", str(base), "--output", str(tmp_path / "out"),
+                                      "--no-progress", "--max-steps", "2", "--grad-accum", "2", "--max-length", "96"])
+    cfg = config_from_args(args)
+    assert (cfg.lr, cfg.schedule, cfg.warmup_steps, cfg.weight_decay, cfg.max_grad_norm) == (2e-6, "cosine", 600, 0.01, 2.0)
+    assert cfg.precision == "fp16" and cfg.gradient_checkpointing and cfg.loss == "ranking"
+    summarize = write_jsonl(tmp_path / "summarize.jsonl", SUMMARIZE, 2)
+    cfg.data = [DataSource(str(files[0]), "webgpt"), DataSource(str(summarize), "summarize"),
+                DataSource(str(files[1]), "preference")]
+    cfg.eval_fraction = 0.2
+    summary = train(cfg)
+    assert summary["steps"] == 2 and all(math.isfinite(x) for x in train_losses(tmp_path / "out"))
+    saved = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert saved["architectures"] == ["DebertaV2ForSequenceClassification"]
+    hf = tf.AutoModelForSequenceClassification.from_pretrained(tmp_path / "out").eval()  # transformers loads it
+    assert hf.config.num_labels == 1
+
+
+def snapshot(cache: Path, kind: str, repo_id: str, files: dict[str, Path]) -> None:
+    """cache/{kind}s--org--name/{refs/main, snapshots/<sha>/...}, files as symlinks into blobs."""
+    repo = cache / f"{kind}s--{repo_id.replace('/', '--')}"
+    (repo / "refs").mkdir(parents=True, exist_ok=True)
+    (repo / "refs" / "main").write_text(SHA)
+    for name, src in files.items():
+        blob = repo / "blobs" / name.replace("/", "_")
+        blob.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(src, blob)
+        target = repo / "snapshots" / SHA / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.symlink_to(blob)
+
+
+def test_chai_recipe_with_no_model_or_data_arguments_uses_the_cache(tmp_path, bpe_files, monkeypatch):
+    base = base_model("gpt2", tmp_path / "gpt2", bpe_files)
+    cache = tmp_path / "hub"
+    snapshot(cache, "model", "openai-community/gpt2", {f.name: f for f in base.iterdir()})
+    data = write_jsonl(tmp_path / "train.jsonl", CHAI)
+    snapshot(cache, "dataset", "ChaiML/20231206_chai_prize_reward_model_data",
+             {"data/train.jsonl": data, "data/test.jsonl": write_jsonl(tmp_path / "test.jsonl", CHAI[:1]),
+              "README.md": tmp_path / "test.jsonl"})
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.chdir(tmp_path)
+    assert main(["--recipe", "chai", "--max-steps", "2", "--batch-size", "2", "--no-progress"]) == 0
+    out = tmp_path / "runs" / "chai"  # the default output directory
+    assert (out / "model.safetensors").is_file()
+    config = json.loads((out / "train_config.json").read_text())
+    assert config["data"][0]["source"] == "ChaiML/20231206_chai_prize_reward_model_data"
+    assert config["model"] == "openai-community/gpt2"

@@ -101,6 +101,8 @@ def test_pairwise_overfits(make_checkpoint, tmp_path):
     assert loss_fell(tmp_path / "out", 0.5)
     assert summary["eval"]["accuracy"] == 1.0
     assert {"margin", "min_reward", "mean_reward", "max_reward"} <= set(summary["eval"])
+    png = tmp_path / "out" / "curves.png"  # matplotlib is a test dependency
+    assert summary["plot"] == str(png) and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_ranking_overfits_groups_of_three(make_checkpoint, tmp_path):

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from .errors import MinirmError
+from .errors import MinirmError, cli_main
 from .hub import ALIAS_NOTES, ALIASES
 
 EPILOG = """examples:
@@ -131,11 +131,4 @@ def score_rows(scorer, rows: list[dict], progress: bool = False) -> tuple[list[d
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        return run(argv)
-    except MinirmError as e:
-        print(f"score.py: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("score.py: interrupted; no output file was written", file=sys.stderr)
-        return 130
+    return cli_main("score.py", run, argv, "no output file was written")

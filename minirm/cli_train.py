@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from .errors import MinirmError
+from .errors import MinirmError, cli_main
 
 EPILOG = """examples:
   python train.py --list-recipes
@@ -149,11 +149,4 @@ def run(argv: list[str] | None = None) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        return run(argv)
-    except MinirmError as e:
-        print(f"train.py: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("train.py: interrupted; resume from the last checkpoint with --resume", file=sys.stderr)
-        return 130
+    return cli_main("train.py", run, argv, "resume from the last checkpoint with --resume")

@@ -32,8 +32,8 @@ from typing import Callable
 
 from .errors import MinirmError
 from .formats import ChatTurn
-from .hub import REPO_ID, _cache_dir, hub_reachable, offline
-from .records import Sample, transcript_sample
+from .hub import REPO_ID, _cache_dir, download_hint, require_hub
+from .records import Sample, parse_jsonl, transcript_sample
 
 DATA_SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".parquet")
 # JSON that `datasets` writes beside the data in a saved or Hub dataset: metadata, not rows
@@ -107,29 +107,9 @@ def _read_file(path: Path, name: str) -> list[tuple[str, dict]]:
                 data = gzip.decompress(data)
             except (OSError, EOFError, zlib.error) as e:  # BadGzipFile is an OSError
                 raise MinirmError(f"{name}: not a valid gzip file ({_first_line(e)}); re-compress it with gzip") from None
-        rows = _parse_json(data, name) if suffix == ".json" else _parse_jsonl(data, name)
+        rows = _parse_json(data, name) if suffix == ".json" else parse_jsonl(data, name)
     if not rows:
         raise MinirmError(f"{name}: empty, no rows to read; each row should be a JSON object (a Parquet row)")
-    return rows
-
-
-def _parse_jsonl(data: bytes, name: str) -> list[tuple[str, dict]]:
-    rows = []
-    for line_no, raw in enumerate(data.splitlines(), start=1):
-        try:
-            line = raw.decode("utf-8-sig" if line_no == 1 else "utf-8")  # tolerate a byte-order mark
-        except UnicodeDecodeError as e:
-            raise MinirmError(f"{name}:{line_no}: not UTF-8 text (byte 0x{raw[e.start]:02x} at column {e.start + 1}); "
-                              "re-encode the file as UTF-8") from None
-        if not line.strip():
-            continue  # blank lines are allowed, e.g. a trailing one
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise MinirmError(f"{name}:{line_no}: not valid JSON ({e.msg} at column {e.colno}); fix or remove the line") from None
-        if not isinstance(row, dict):
-            raise MinirmError(f"{name}:{line_no}: expected a JSON object, got {type(row).__name__}")
-        rows.append((f"{name}:{line_no}", row))
     return rows
 
 
@@ -186,15 +166,8 @@ def _hub_snapshot(repo_id: str, revision: str | None) -> Path:
         return Path(snapshot_download(repo_id, local_files_only=True, **args))
     except (LocalEntryNotFoundError, FileNotFoundError, ValueError):
         pass  # not cached: try the Hub below
-    hint = (f"download it where the Hub is reachable with `hf download {repo_id} --repo-type dataset"
-            f"{' --revision ' + revision if revision else ''}` and copy the cache "
-            f"({_cache_dir() or '~/.cache/huggingface/hub'}), or pass a local data file")
-    # fail at once rather than after huggingface_hub's retries when there is no network
-    if offline():
-        raise MinirmError(f"dataset {repo_id} is not in the Hugging Face cache and HF_HUB_OFFLINE=1; {hint}")
-    reachable, reason = hub_reachable()
-    if not reachable:
-        raise MinirmError(f"dataset {repo_id} is not in the Hugging Face cache and the Hub is unreachable ({reason}); {hint}")
+    hint = download_hint(repo_id, revision, "dataset", "a local data file")
+    require_hub(f"dataset {repo_id}", hint)
     try:
         return Path(snapshot_download(repo_id, allow_patterns=[f"*{s}" for s in DATA_SUFFIXES], etag_timeout=10, **args))
     except RevisionNotFoundError:

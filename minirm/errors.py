@@ -9,3 +9,17 @@ else that escapes is a bug in minirm and keeps its traceback.
 
 class MinirmError(Exception):
     """A problem with the user's input or environment, explained in one line."""
+
+
+def cli_main(prog: str, run, argv: list[str] | None, interrupted: str) -> int:
+    """Run a CLI's `run(argv)`: a MinirmError becomes one line on stderr and exit status 2."""
+    import sys
+
+    try:
+        return run(argv)
+    except MinirmError as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted; {interrupted}", file=sys.stderr)
+        return 130

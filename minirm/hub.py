@@ -57,15 +57,25 @@ def resolve_model(name: str, revision: str | None = None, files: str = "model") 
     cached = _from_cache(repo_id, revision, files)
     if cached is not None:
         return cached
-    hint = (f"download it where the Hub is reachable with `hf download {repo_id}`"
-            f"{' --revision ' + revision if revision else ''} and copy the cache "
-            f"({_cache_dir() or '~/.cache/huggingface/hub'}), or pass a local checkpoint directory")
+    hint = download_hint(repo_id, revision, "model", "a local checkpoint directory")
+    require_hub(repo_id, hint)
+    return _download(repo_id, revision, files, hint)
+
+
+def download_hint(repo_id: str, revision: str | None, repo_type: str, local: str) -> str:
+    """What to do when `repo_id` is not cached: the command that fetches it, or a local stand-in."""
+    flags = (" --repo-type dataset" if repo_type == "dataset" else "") + (f" --revision {revision}" if revision else "")
+    return (f"download it where the Hub is reachable with `hf download {repo_id}{flags}` and copy the cache "
+            f"({_cache_dir() or '~/.cache/huggingface/hub'}), or pass {local}")
+
+
+def require_hub(label: str, hint: str) -> None:
+    """Fail at once, before huggingface_hub's retries, when `label` must be downloaded and cannot be."""
     if offline():
-        raise MinirmError(f"{repo_id} is not in the Hugging Face cache and HF_HUB_OFFLINE=1; {hint}")
+        raise MinirmError(f"{label} is not in the Hugging Face cache and HF_HUB_OFFLINE=1; {hint}")
     reachable, reason = hub_reachable()
     if not reachable:
-        raise MinirmError(f"{repo_id} is not in the Hugging Face cache and the Hub is unreachable ({reason}); {hint}")
-    return _download(repo_id, revision, files, hint)
+        raise MinirmError(f"{label} is not in the Hugging Face cache and the Hub is unreachable ({reason}); {hint}")
 
 
 def hub_reachable(timeout: float = 5.0) -> tuple[bool, str]:

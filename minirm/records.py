@@ -44,32 +44,39 @@ class Sample:
 
 
 def read_jsonl(path: str | Path) -> list[dict]:
+    """The rows of a JSONL file to score, each validated before any work is done."""
     path = Path(path)
     try:
         data = path.read_bytes()
     except OSError as e:
         raise MinirmError(f"{path}: cannot be read ({e.strerror})") from None
     rows = []
+    for where, row in parse_jsonl(data, str(path)):
+        row_kind(row, where)
+        rows.append(row)
+    if not rows:
+        raise MinirmError(f"{path}: empty file, nothing to score; each line should be a JSON object")
+    return rows
+
+
+def parse_jsonl(data: bytes, name: str) -> list[tuple[str, dict]]:
+    """JSONL bytes -> ("name:LINE", object) pairs; blank lines are skipped, anything else bad stops."""
+    rows = []
     for line_no, raw in enumerate(data.splitlines(), start=1):
         try:
-            line = raw.decode("utf-8")
+            line = raw.decode("utf-8-sig" if line_no == 1 else "utf-8")  # tolerate a byte-order mark
         except UnicodeDecodeError as e:
-            raise MinirmError(
-                f"{path}:{line_no}: not UTF-8 text (byte 0x{raw[e.start]:02x} at column {e.start + 1}); "
-                "re-encode the file as UTF-8"
-            ) from None
+            raise MinirmError(f"{name}:{line_no}: not UTF-8 text (byte 0x{raw[e.start]:02x} at column {e.start + 1}); "
+                              "re-encode the file as UTF-8") from None
         if not line.strip():
             continue
         try:
             row = json.loads(line)
         except json.JSONDecodeError as e:
-            raise MinirmError(f"{path}:{line_no}: not valid JSON ({e.msg} at column {e.colno}); fix or remove the line") from None
+            raise MinirmError(f"{name}:{line_no}: not valid JSON ({e.msg} at column {e.colno}); fix or remove the line") from None
         if not isinstance(row, dict):
-            raise MinirmError(f"{path}:{line_no}: expected a JSON object, got {type(row).__name__}")
-        row_kind(row, f"{path}:{line_no}")  # validate now, before any work is done
-        rows.append(row)
-    if not rows:
-        raise MinirmError(f"{path}: empty file, nothing to score; each line should be a JSON object")
+            raise MinirmError(f"{name}:{line_no}: expected a JSON object, got {type(row).__name__}")
+        rows.append((f"{name}:{line_no}", row))
     return rows
 
 

@@ -422,7 +422,7 @@ def test_reachable_hub_downloads_only_data_files(tmp_path, monkeypatch):
 
     monkeypatch.delenv("HF_HUB_OFFLINE")
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
-    monkeypatch.setattr("minirm.data.hub_reachable", lambda: (True, ""))
+    monkeypatch.setattr("minirm.hub.hub_reachable", lambda: (True, ""))
     calls = []
 
     def fake_snapshot_download(repo_id, **kwargs):

@@ -495,8 +495,10 @@ def train(cfg: TrainConfig) -> dict:
     model.train()
     last_eval: dict = {}
     window: list[dict] = []
-    t0, examples_seen = time.perf_counter(), 0
+    train_seconds, examples_seen = 0.0, 0  # time in optimizer steps only: not eval, not saves
+    window_seconds, window_examples = 0.0, 0
     for step in range(start, total):
+        t_step = time.perf_counter()
         set_lr(optimizer, cfg.lr * lr_factor(step, total, cfg.warmup_steps, cfg.schedule))
         mine = micro_batches(step_examples(step), cfg.grad_accum, d, lengths)
         n_step = len(step_examples(step))
@@ -527,19 +529,23 @@ def train(cfg: TrainConfig) -> dict:
             dist.all_reduce(shared)
             step_loss = shared.item()
 
+        elapsed = time.perf_counter() - t_step
+        train_seconds += elapsed
+        window_seconds += elapsed
+        window_examples += n_step
         window.append({"loss": step_loss, "grad_norm": grad_norm,
                        **batch_metrics(cfg, concat_parts(parts))})
         bar.update(1)
         bar.set_postfix(loss=f"{step_loss:.4f}", **({"acc": f"{window[-1]['accuracy']:.2f}"}
                                                      if "accuracy" in window[-1] else {}))
         if cfg.log_every and (done % cfg.log_every == 0 or done == total):
-            elapsed = time.perf_counter() - t0
             row = {"step": done, "split": "train", "epoch": round(done / per_epoch, 4),
                    "lr": optimizer.param_groups[0]["lr"],
                    **{k: sum(w[k] for w in window) / len(window) for k in window[0]},
-                   "examples_per_s": examples_seen / elapsed if elapsed else 0.0}
+                   "examples_per_s": window_examples / window_seconds}  # over the steps since the last row
             log.write(row)
             window.clear()
+            window_seconds, window_examples = 0.0, 0
         if (cfg.eval_every and done % cfg.eval_every == 0) or done == total:
             last_eval = evaluate(done) or last_eval
             if last_eval and d.main:
@@ -552,10 +558,9 @@ def train(cfg: TrainConfig) -> dict:
             if d.world > 1:
                 dist.barrier()
     bar.close()
-    seconds = time.perf_counter() - t0
 
     # --- finish: the model in HF layout, the curves ---
-    summary = {"steps": total, "examples": examples_seen, "seconds": round(seconds, 2), "output": str(output),
+    summary = {"steps": total, "examples": examples_seen, "seconds": train_seconds, "output": str(output),
                "new_parameters": fresh, "eval": {k: v for k, v in last_eval.items() if k not in ("step", "split")}}
     if d.main:
         save_model(model, output, tok_dir, into_existing=True)

@@ -48,23 +48,31 @@ def _bert_map(prefix: str) -> dict:
 
 _BUFFERS = (r".*\.position_ids", r".*\.token_type_ids")
 
+
+def bare(prefix: str) -> dict:
+    """Checkpoints saved from the bare encoder (BertModel, as sentence-transformers ships them)
+    have no "bert." / "roberta." prefix: read their keys as if they had it."""
+    return {p: prefix + p for p in ("embeddings.", "encoder.", "pooler.")}
+
 FAMILIES = {
     "bert": Family(
         BertRewardModel,
         {**_bert_map("bert."), "bert.pooler.dense": "head.pooler", "classifier": "head.classifier"},
         ignore=_BUFFERS,
+        aliases=bare("bert."),
     ),
     "roberta": Family(
         BertRewardModel,
         {**_bert_map("roberta."), "classifier.dense": "head.dense", "classifier.out_proj": "head.out_proj"},
         # RobertaForSequenceClassification has no pooler; transformers drops one if present
         ignore=_BUFFERS + (r"roberta\.pooler\..*",),
+        aliases=bare("roberta."),
     ),
     "bert-reward": Family(
         BertRewardModel,
         {**_bert_map("model."), "head.0": "head.net.0", "head.2": "head.net.2", "head.4": "head.net.4"},
         ignore=_BUFFERS + (r"(model|bert)\.pooler\..*",),  # the pooler exists but is unused
-        aliases={"bert.": "model."},
+        aliases={"bert.": "model.", **bare("model.")},
     ),
     "gpt2": Family(
         GPT2RewardModel,

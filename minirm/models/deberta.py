@@ -346,4 +346,5 @@ FAMILY = Family(
     # position_embeddings of checkpoints whose config has position_biased_input false
     # (DebertaV2PreTrainedModel._keys_to_ignore_on_load_unexpected, matched anywhere)
     ignore=(r".*\.position_ids", r".*position_embeddings.*"),
+    aliases={p: "deberta." + p for p in ("embeddings.", "encoder.")},  # a bare DebertaV2Model checkpoint
 )

@@ -276,13 +276,16 @@ def test_trained_output_scores_the_same_in_transformers(make_checkpoint, pairs, 
     assert torch.allclose(torch.tensor(ours), theirs, atol=1e-5)
 
 
-@pytest.mark.parametrize("family", ["bert", "roberta", "gpt2-unprefixed"])
+@pytest.mark.parametrize("family", ["bert", "bert-bare", "roberta", "gpt2-unprefixed"])
 def test_base_model_gets_a_fresh_head_and_keeps_its_encoder(tmp_path, bpe_files, family):
     from conftest import save_tokenizer, tiny_config
 
     torch.manual_seed(0)
     fam = family.split("-")[0]
-    if fam == "bert":
+    if family == "bert-bare":  # a bare BertModel, as sentence-transformers (MiniLM) ships it: no "bert." prefix
+        base = tf.BertModel(tiny_config("bert"))
+        probe = ("encoder.layer.1.output.dense.weight", "encoder.layers.1.down.weight")
+    elif fam == "bert":
         base = tf.BertForPreTraining(tiny_config("bert"))
         probe = ("bert.encoder.layer.1.output.dense.weight", "encoder.layers.1.down.weight")
     elif fam == "roberta":

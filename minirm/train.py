@@ -40,7 +40,7 @@ from .data import ADAPTER_KINDS, Example, load_examples, split_holdout
 from .errors import MinirmError
 from .hub import resolve_model
 from .optim import SCHEDULES, build_optimizer, lr_factor, set_lr
-from .scoring import DTYPES, pad_batch
+from .scoring import pad_batch
 from .tokenizer import load_tokenizer
 
 # which examples each loss takes (the adapters' kinds) and how many heads' outputs it reads
@@ -418,7 +418,8 @@ def train(cfg: TrainConfig) -> dict:
 
     # --- the plan: steps per epoch, total steps ---
     step_size = cfg.batch_size * cfg.grad_accum * d.world
-    per_epoch = len(epoch_steps(lengths, step_size, cfg.seed, 0, False, drop_last=d.world > 1))
+    # an epoch's steps; with several processes a last partial step is dropped (see epoch_steps)
+    per_epoch = len(train_set) // step_size if d.world > 1 else math.ceil(len(train_set) / step_size)
     if per_epoch == 0:
         raise MinirmError(f"{len(train_set)} training examples cannot fill one step of {step_size} across "
                           f"{d.world} processes; lower --batch-size or --grad-accum")
@@ -472,7 +473,7 @@ def train(cfg: TrainConfig) -> dict:
         for leftover in (output / "checkpoints").glob(".step-*.tmp") if (output / "checkpoints").is_dir() else []:
             shutil.rmtree(leftover, ignore_errors=True)  # a save that was killed half-way
         (output / "train_config.json").parent.mkdir(parents=True, exist_ok=True)
-        (output / "train_config.json").write_text(json.dumps(_jsonable(asdict(cfg)), indent=2) + "\n")
+        (output / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
 
     wrapped = model
     if d.world > 1:
@@ -500,8 +501,9 @@ def train(cfg: TrainConfig) -> dict:
     for step in range(start, total):
         t_step = time.perf_counter()
         set_lr(optimizer, cfg.lr * lr_factor(step, total, cfg.warmup_steps, cfg.schedule))
-        mine = micro_batches(step_examples(step), cfg.grad_accum, d, lengths)
-        n_step = len(step_examples(step))
+        examples = step_examples(step)
+        mine = micro_batches(examples, cfg.grad_accum, d, lengths)
+        n_step = len(examples)
         step_loss, parts = 0.0, []
         for i, idx in enumerate(mine):
             batch = [train_set[j] for j in idx]
@@ -554,7 +556,7 @@ def train(cfg: TrainConfig) -> dict:
         if cfg.save_every and done % cfg.save_every == 0 and done < total:
             if d.main:
                 save_checkpoint(output, done, model, optimizer, scaler, tok_dir,
-                                {"data": fingerprint, "config": _jsonable(asdict(cfg))}, cfg.save_total_limit)
+                                {"data": fingerprint, "config": asdict(cfg)}, cfg.save_total_limit)
             if d.world > 1:
                 dist.barrier()
     bar.close()
@@ -597,12 +599,4 @@ def run_eval(cfg: TrainConfig, model, eval_set: list[Encoded], pad_id: int, devi
     return {"loss": total_loss / len(eval_set), **batch_metrics(cfg, concat_parts(parts))}
 
 
-def _jsonable(x):
-    if isinstance(x, dict):
-        return {k: _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    return x
-
-
-__all__ = ["DataSource", "TrainConfig", "train", "DTYPES"]
+__all__ = ["DataSource", "TrainConfig", "train"]

@@ -219,6 +219,10 @@ REWARD_ARCHITECTURES = {
 }
 
 
+# the older Aira RewardModel's config.json points transformers at its remote code through this
+AIRA_AUTO_MAP = {"AutoConfig": "reward_model_config.RewardModelConfig", "AutoModel": "reward_model.RewardModel"}
+
+
 def reward_config(cfg: ModelConfig, num_labels: int, regression_head: bool = False) -> ModelConfig:
     """The config of a reward model on `cfg`'s encoder: its sequence-classification class and
     `num_labels`, or the Aira regression head (bert-reward) on a BERT encoder."""
@@ -228,8 +232,10 @@ def reward_config(cfg: ModelConfig, num_labels: int, regression_head: bool = Fal
         if family not in ("bert", "bert-reward"):
             raise MinirmError(f"the Aira regression head sits on a BERT encoder, not on {family}")
         family = "bert-reward"
-        raw.update(model_type="bert-reward", linear_layer=cfg.linear_layer, alpha=cfg.alpha)
-        raw.setdefault("base_model", raw.get("_name_or_path") or "bert-base-cased")
+        # the published config.json's fields, auto_map included, so that the original remote code
+        # (reward_model.py, reward_model_config.py) would load what minirm saves
+        raw.update(model_type="bert-reward", linear_layer=cfg.linear_layer, linear_layer_output=1,
+                   auto_map=dict(AIRA_AUTO_MAP))
         raw.pop("num_labels", None)
     else:
         raw["num_labels"] = num_labels

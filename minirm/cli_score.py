@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     p.add_argument("--attention", choices=["sdpa", "eager", "triton"], help="default: triton on CUDA, sdpa otherwise")
-    p.add_argument("--alpha", type=float, help="output scale of the Aira regression model (default: config.json)")
+    p.add_argument("--alpha", type=float, help="output scale of the older Aira regression model (its forward argument; default 1)")
     p.add_argument("--bot-name", default="Bot", help="bot name in the Pygmalion chat format (CHAI)")
     p.add_argument("--user-name", default="User", help="user name in the Pygmalion chat format (CHAI)")
     p.add_argument("--memory", default="", help="bot persona in the Pygmalion chat format (CHAI)")

@@ -71,9 +71,9 @@ class ModelConfig:
     dropout: float = 0.1  # hidden / residual dropout (training only)
     attention_dropout: float = 0.1
     classifier_dropout: float | None = None  # None: same as dropout
-    # Aira regression head: hidden -> linear_layer -> linear_layer -> 1, times alpha
+    # the older Aira regression head: hidden -> linear_layer -> linear_layer -> 1 (alpha is a
+    # scoring option, as it was a forward argument of the published model: config.json has none)
     linear_layer: int = 128
-    alpha: float = 1.0
     # DeBERTa-v2 (ignored by the other families)
     relative_attention: bool = False
     max_relative_positions: int = -1  # -1: use max_positions
@@ -140,7 +140,6 @@ class ModelConfig:
                 classifier_dropout=get("summary_first_dropout" if family == "gpt2" else "classifier_dropout"),
                 pad_token_id=get("pad_token_id", None if family == "gpt2" else 0),
                 linear_layer=get("linear_layer", 128),
-                alpha=float(get("alpha", 1.0)),
                 relative_attention=bool(get("relative_attention", False)),
                 max_relative_positions=get("max_relative_positions", -1),
                 position_buckets=get("position_buckets", -1),
@@ -158,6 +157,11 @@ class ModelConfig:
             )
         except (TypeError, ValueError) as e:
             raise MinirmError(f"{source}: a field has the wrong type ({e}); check config.json") from None
+        if family == "bert-reward" and get("linear_layer_output", 1) != 1:
+            raise MinirmError(
+                f"{source}: linear_layer_output is {get('linear_layer_output')!r}, but a reward is one number; "
+                "this regression model must have linear_layer_output 1"
+            )
         if cfg.hidden_size % cfg.num_heads:
             raise MinirmError(
                 f"{source}: hidden size {cfg.hidden_size} is not divisible by {cfg.num_heads} heads; check config.json"
@@ -176,8 +180,12 @@ class ModelConfig:
 def detect_family(raw: dict, source: str = "config.json") -> str:
     archs = raw.get("architectures") or []
     for arch in archs:
-        if arch in ARCHITECTURES:
-            return ARCHITECTURES[arch]
+        family = ARCHITECTURES.get(arch)
+        # "RewardModel" is a common remote-code class name: only Aira's (model_type bert-reward) is ours
+        if family == "bert-reward" and raw.get("model_type") != "bert-reward":
+            continue
+        if family is not None:
+            return family
     model_type = raw.get("model_type")
     if model_type in MODEL_TYPES and not any(a.endswith("ForSequenceClassification") for a in archs):
         return MODEL_TYPES[model_type]

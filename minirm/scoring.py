@@ -7,7 +7,7 @@ head reads each sequence's own token.
 
 How a score is made from the logits:
 - 1 label:                  the raw logit (Aira, Aux, OpenAssistant)
-- the Aira regression head: head output x alpha
+- the Aira regression head: head output x alpha (--alpha, default 1, as the published forward)
 - 2 labels:                 P(label 1) = softmax(logits)[1] (CHAI: label 1 is "appropriate")
 """
 
@@ -81,8 +81,7 @@ class Scorer:
                               "does not take; use --attention sdpa")
         tok_dir = _tokenizer_dir(tokenizer, model_dir, cfg, revision)
         tok = load_tokenizer(tok_dir, cfg, max_length, truncation_side)
-        return cls(model, cfg, tok, device, batch_size, attention,
-                   cfg.alpha if alpha is None else alpha)
+        return cls(model, cfg, tok, device, batch_size, attention, 1.0 if alpha is None else alpha)
 
     # --- public API ---------------------------------------------------------------------
     def score_pairs(self, prompts: list[str], responses: list[str], progress: bool = False) -> list[float]:

@@ -1,8 +1,12 @@
 """Tokenization with the `tokenizers` library, the way each model card tokenizes.
 
-- BERT / RoBERTa / DeBERTa reward models encode (prompt, response) as a pair:
-  `tokenizer(prompt, response, truncation=True, max_length=512)`, longest-first
-  truncation, token types dropped (all 0).
+- BERT / RoBERTa / DeBERTa reward models encode (prompt, response) as a pair, one pair
+  at a time as their model cards call it: `tokenizer(prompt, response, truncation=True,
+  max_length=512)`, longest-first truncation, token types dropped (all 0). That call reads
+  an empty response as no second text at all: ("hi", "") is `[CLS] hi [SEP]`, with no
+  second [SEP]. transformers' batched call would keep the pair (`[CLS] hi [SEP] [SEP]`);
+  minirm follows the one-pair call always, so a score never depends on the batch. A
+  whitespace-only response is still a pair, and so is an empty prompt.
 - GPT-2 reward models read their score at the last token, so they encode one
   pre-formatted text and truncate from the LEFT: the end of the conversation is kept.
 
@@ -44,7 +48,9 @@ class RewardTokenizer:
         self.pad_id = pad_token_id(tokenizer, cfg)
 
     def encode_pairs(self, prompts: list[str], responses: list[str]) -> list[list[int]]:
-        return [e.ids for e in self.tokenizer.encode_batch(list(zip(prompts, responses)))]
+        # tokenizer(prompt, "") drops the empty second text (see the module docstring)
+        inputs = [(p, r) if r else p for p, r in zip(prompts, responses)]
+        return [e.ids for e in self.tokenizer.encode_batch(inputs)]
 
     def encode_texts(self, texts: list[str]) -> list[list[int]]:
         return [e.ids for e in self.tokenizer.encode_batch(texts)]

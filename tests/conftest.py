@@ -6,7 +6,6 @@ Nothing here touches the network: HF_HUB_OFFLINE is set for the whole session.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from importlib import resources
@@ -106,7 +105,9 @@ def make_checkpoint(tmp_path_factory, bpe_files):
         torch.manual_seed(seed)
         out = tmp_path_factory.mktemp(f"tiny-{family}")
         if family == "bert-reward":
-            model = AiraRegressionReference(tiny_config("bert", **overrides), alpha=overrides.get("alpha", 1.0))
+            from aira_remote_code import tiny_reward_model
+
+            model = tiny_reward_model(tiny_config("bert", **overrides))
         else:
             model = classes[family](tiny_config(family, **overrides))
         # transformers starts biases at 0 and LayerNorm weights at 1: perturb every parameter so a
@@ -114,44 +115,9 @@ def make_checkpoint(tmp_path_factory, bpe_files):
         with torch.no_grad():
             for p in model.parameters():
                 p.add_(0.05 * torch.randn_like(p))
-        if family == "bert-reward":
-            model.save(out)
-        else:
-            model.save_pretrained(out)
+        model.save_pretrained(out)
         save_tokenizer(family, out, bpe_files)
         cache[key] = (out, model.eval())
         return cache[key]
 
     return make
-
-
-class AiraRegressionReference(torch.nn.Module):
-    """The older Aira RewardModel as its remote code is described: a transformers BertModel,
-    [CLS] (pooler unused) -> Linear -> ReLU -> Linear -> Tanh -> Linear(1), times alpha.
-    Written here, in the test, as the reference minirm rebuilds from config.json alone."""
-
-    def __init__(self, bert_config, linear_layer: int = 16, alpha: float = 1.0):
-        import transformers as tf
-
-        super().__init__()
-        self.bert_config, self.linear_layer, self.alpha = bert_config, linear_layer, alpha
-        self.model = tf.BertModel(bert_config)
-        C = bert_config.hidden_size
-        self.head = torch.nn.Sequential(torch.nn.Linear(C, linear_layer), torch.nn.ReLU(),
-                                        torch.nn.Linear(linear_layer, linear_layer), torch.nn.Tanh(),
-                                        torch.nn.Linear(linear_layer, 1))
-
-    def forward(self, input_ids, attention_mask):
-        cls_state = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state[:, 0]
-        return self.head(cls_state) * self.alpha
-
-    def save(self, out: Path) -> None:
-        from safetensors.torch import save_file
-
-        state = {k: v.contiguous() for k, v in self.state_dict().items()}
-        save_file(state, str(out / "model.safetensors"))
-        cfg = self.bert_config.to_dict()
-        cfg.update(model_type="bert-reward", architectures=["RewardModel"], linear_layer=self.linear_layer,
-                   alpha=self.alpha, base_model="bert-base-cased",
-                   auto_map={"AutoConfig": "modeling.RewardModelConfig", "AutoModel": "modeling.RewardModel"})
-        (out / "config.json").write_text(json.dumps(cfg, indent=2))

@@ -86,4 +86,5 @@ def test_gpt2_model_without_tokenizer_uses_the_cached_gpt2_tokenizer(make_checkp
     monkeypatch.setenv("HF_HUB_CACHE", str(cache))
     got = Scorer.from_pretrained(str(weights_only)).score_texts(["Bot: hi"])
     want = Scorer.from_pretrained(str(model_dir)).score_texts(["Bot: hi"])
-    torch.testing.assert_close(torch.tensor(got), torch.tensor(want), atol=0, rtol=0)
+    # two separately loaded models: equal weights, but not necessarily the same last float bit
+    torch.testing.assert_close(torch.tensor(got), torch.tensor(want), atol=1e-6, rtol=0)

@@ -68,11 +68,14 @@ FAMILIES = {
         ignore=_BUFFERS + (r"roberta\.pooler\..*",),
         aliases=bare("roberta."),
     ),
+    # the older Aira RewardModel (remote code reward_model.py): its own module names, not a
+    # transformers class; the BertModel pooler is saved with it though the forward never uses it
     "bert-reward": Family(
         BertRewardModel,
-        {**_bert_map("model."), "head.0": "head.net.0", "head.2": "head.net.2", "head.4": "head.net.4"},
-        ignore=_BUFFERS + (r"(model|bert)\.pooler\..*",),  # the pooler exists but is unused
-        aliases={"bert.": "model.", **bare("model.")},
+        {**_bert_map("bert."), "bert.pooler.dense": "head.pooler",
+         "cls_layer1": "head.net.0", "ff1": "head.net.2", "ff2": "head.net.4"},
+        ignore=_BUFFERS,
+        aliases=bare("bert."),
     ),
     "gpt2": Family(
         GPT2RewardModel,

@@ -46,16 +46,21 @@ class RobertaHead(nn.Module):
 
 
 class RegressionHead(nn.Module):
-    """The Aira regression head. Its BERT pooler is unused; alpha is applied at scoring time."""
+    """The older Aira RewardModel's head: [CLS] -> cls_layer1 -> ReLU -> ff1 -> Tanh -> ff2 (1 unit).
+    Scoring multiplies the output by alpha (a forward argument of the published model, default 1).
+
+    Its BertModel has a pooler whose weights are in the checkpoint but never used. It is kept
+    here, frozen, only so that a save holds every tensor the published layout has."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
+        self.pooler = nn.Linear(cfg.hidden_size, cfg.hidden_size).requires_grad_(False)
         self.net = nn.Sequential(
-            nn.Linear(cfg.hidden_size, cfg.linear_layer),
+            nn.Linear(cfg.hidden_size, cfg.linear_layer),  # cls_layer1
             nn.ReLU(),
-            nn.Linear(cfg.linear_layer, cfg.linear_layer),
+            nn.Linear(cfg.linear_layer, cfg.linear_layer),  # ff1
             nn.Tanh(),
-            nn.Linear(cfg.linear_layer, 1),
+            nn.Linear(cfg.linear_layer, 1),  # ff2
         )
 
     def forward(self, cls_state: torch.Tensor) -> torch.Tensor:

@@ -20,12 +20,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
 from .config import ModelConfig
 from .errors import MinirmError
 from .formats import pygmalion_text
 from .records import Sample
+from .spm import CONTROL, UNIGRAM, USER_DEFINED, read_spm
 
 DEFAULT_MAX_LENGTH = 512
 
@@ -105,7 +106,7 @@ def load_tokenizer(tokenizer_dir: str | Path, cfg: ModelConfig, max_length: int 
 
 
 def has_tokenizer(folder: Path) -> bool:
-    return any((folder / f).is_file() for f in ("tokenizer.json", "vocab.txt", "vocab.json"))
+    return any((folder / f).is_file() for f in ("tokenizer.json", "vocab.txt", "vocab.json", "spm.model"))
 
 
 def read_tokenizer(folder: Path, cfg: ModelConfig) -> Tokenizer:
@@ -121,8 +122,11 @@ def read_tokenizer(folder: Path, cfg: ModelConfig) -> Tokenizer:
         return _wordpiece(folder / "vocab.txt", lowercase=options.get("do_lower_case", True))
     if (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file():
         return _byte_level_bpe(folder, with_roberta_specials=cfg.family == "roberta")
+    if (folder / "spm.model").is_file() and cfg.family == "deberta-v2":
+        return _deberta_spm(folder / "spm.model", options)
     raise MinirmError(
-        f"{folder}: no tokenizer (tokenizer.json, vocab.txt or vocab.json + merges.txt); pass --tokenizer DIR_OR_REPO"
+        f"{folder}: no tokenizer (tokenizer.json, vocab.txt, vocab.json + merges.txt, or a DeBERTa spm.model); "
+        "pass --tokenizer DIR_OR_REPO"
     )
 
 
@@ -167,4 +171,43 @@ def _byte_level_bpe(folder: Path, with_roberta_specials: bool) -> Tokenizer:
     else:
         tok.add_special_tokens(["<|endoftext|>"])
         tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    return tok
+
+
+def _deberta_spm(path: Path, options: dict) -> Tokenizer:
+    """DeBERTa-v2's tokenizer from spm.model alone, built as transformers' DebertaV2Tokenizer
+    builds it: the SentencePiece unigram pieces and scores; whitespace runs, tabs and newlines
+    to one space, NFC, right strip (the file's own normalization rules are not used); "▁"
+    before every word; [CLS] A [SEP] B [SEP]. Control and user-defined pieces are matched
+    whole in the raw text, as transformers adds them as tokens."""
+    spm = read_spm(path)
+    if spm.model_type != UNIGRAM:
+        raise MinirmError(f"{path}: a SentencePiece model of type {spm.model_type}, not unigram; "
+                          "pass --tokenizer a directory with a tokenizer.json")
+
+    def special(name: str, default: str) -> str:
+        value = options.get(name, default)
+        return value.get("content", default) if isinstance(value, dict) else str(value or default)
+
+    cls, sep, unk = special("cls_token", "[CLS]"), special("sep_token", "[SEP]"), special("unk_token", "[UNK]")
+    pad, mask = special("pad_token", "[PAD]"), special("mask_token", "[MASK]")
+    vocab = [(piece, score) for piece, score, _ in spm.pieces]
+    # transformers takes the unk piece by name (scored 0, as SentencePiece scores it), else the file's unk_id
+    unk_id = vocab.index((unk, 0.0)) if (unk, 0.0) in vocab else spm.unk_id
+    tok = Tokenizer(models.Unigram(vocab, unk_id=unk_id, byte_fallback=False))
+    norm = [normalizers.Lowercase()] if options.get("do_lower_case", False) else []
+    norm += [normalizers.Replace(Regex(r"\s{2,}|[\n\r\t]"), " "), normalizers.NFC(),
+             normalizers.Strip(left=False, right=True)]
+    tok.normalizer = normalizers.Sequence(norm)
+    scheme = "always" if options.get("add_prefix_space", True) else "first"
+    pre = [pre_tokenizers.Punctuation(behavior="isolated")] if options.get("split_by_punct", False) else []
+    tok.pre_tokenizer = pre_tokenizers.Sequence(pre + [pre_tokenizers.Metaspace(replacement="▁", prepend_scheme=scheme)])
+    tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme=scheme)
+    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in (pad, cls, sep, unk, mask)])
+    tok.add_special_tokens([AddedToken(p, special=True, normalized=False) for p, _, kind in spm.pieces if kind == CONTROL])
+    tok.add_tokens([AddedToken(p, special=False, normalized=False) for p, _, kind in spm.pieces if kind == USER_DEFINED])
+    tok.post_processor = processors.TemplateProcessing(
+        single=f"{cls}:0 $A:0 {sep}:0", pair=f"{cls}:0 $A:0 {sep}:0 $B:1 {sep}:1",
+        special_tokens=[(cls, tok.token_to_id(cls)), (sep, tok.token_to_id(sep))],
+    )
     return tok

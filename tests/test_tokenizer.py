@@ -293,3 +293,58 @@ def test_text_that_is_not_a_transcript_is_scored_as_is():
 def test_pygmalion_writes_the_persona_template_even_when_empty():
     got = pygmalion_context([ChatTurn("user", "Hi")], bot_name="Bot", user_name="User")
     assert got == "Bot's Persona: \n####\n\n<START>\nUser: Hi\nBot:"
+
+
+# --- DeBERTa-v2 from spm.model alone (microsoft/deberta-v2-xxlarge ships no tokenizer.json) ---------
+
+@pytest.fixture(scope="module")
+def deberta_spm_dir(tmp_path_factory) -> Path:
+    """A small unigram SentencePiece model with deberta-v2-xxlarge's layout: [PAD] 0, [CLS] 1 and
+    [SEP] 2 control pieces, [UNK] 3, no [MASK] (transformers appends it); beside it the files that
+    repo has: config.json (model_type deberta-v2) and tokenizer_config.json {do_lower_case, vocab_type}."""
+    spm = pytest.importorskip("sentencepiece")
+    out = tmp_path_factory.mktemp("deberta-spm")
+    words = [w for w in (minilm_dir() / "vocab.txt").read_text(encoding="utf-8").split() if w.isalpha()]
+    sentences = [" ".join(words[i : i + 12]) for i in range(0, len(words), 12)] + ALL_PROMPTS + ALL_RESPONSES
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(sentences), model_prefix=str(out / "spm"), vocab_size=1000, model_type="unigram",
+        pad_id=0, bos_id=1, eos_id=2, unk_id=3, pad_piece="[PAD]", bos_piece="[CLS]", eos_piece="[SEP]",
+        unk_piece="[UNK]", minloglevel=2)
+    (out / "spm.vocab").unlink()
+    (out / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": False, "vocab_type": "spm"}))
+    (out / "config.json").write_text(json.dumps(tf.DebertaV2Config(vocab_size=1001).to_dict()))
+    return out
+
+
+@pytest.mark.parametrize("max_length", [512, 20])
+def test_deberta_spm_model_matches_transformers(deberta_spm_dir, max_length):
+    pytest.importorskip("google.protobuf")
+    reference = tf.AutoTokenizer.from_pretrained(deberta_spm_dir)  # converted from spm.model by transformers
+    cfg = ModelConfig.from_file(deberta_spm_dir / "config.json")
+    ours = load_tokenizer(deberta_spm_dir, cfg, max_length=max_length)
+    prompts = ALL_PROMPTS + ["", "literal [MASK] and [SEP] and [CLS]x tokens", "Tabs\tand\nnewlines  and   runs"]
+    responses = ALL_RESPONSES + ["only a response", "[MASK]", "  trailing spaces  "]
+    kw = dict(truncation=True, max_length=max_length)
+    assert ours.encode_pairs(prompts, responses) == hf_pairs(reference, prompts, responses, **kw)
+    assert ours.encode_texts(prompts) == [reference(p, **kw)["input_ids"] for p in prompts]
+    assert ours.tokenizer.token_to_id("[MASK]") == reference.mask_token_id == 1000  # appended after the pieces
+
+
+def test_deberta_spm_model_is_saved_as_tokenizer_json(deberta_spm_dir, tmp_path):
+    """A model trained from an spm.model-only base is saved with a tokenizer.json that scores the same."""
+    from minirm.tokenizer import read_tokenizer
+
+    cfg = ModelConfig.from_file(deberta_spm_dir / "config.json")
+    read_tokenizer(deberta_spm_dir, cfg).save(str(tmp_path / "tokenizer.json"))
+    again = load_tokenizer(tmp_path, cfg).encode_pairs(ALL_PROMPTS, ALL_RESPONSES)
+    assert again == load_tokenizer(deberta_spm_dir, cfg).encode_pairs(ALL_PROMPTS, ALL_RESPONSES)
+
+
+def test_broken_spm_model_is_one_line(deberta_spm_dir, tmp_path):
+    for name in ("config.json", "tokenizer_config.json"):
+        shutil.copy(deberta_spm_dir / name, tmp_path / name)
+    (tmp_path / "spm.model").write_bytes((deberta_spm_dir / "spm.model").read_bytes()[:100])
+    cfg = ModelConfig.from_file(tmp_path / "config.json")
+    with pytest.raises(MinirmError, match=r"spm.model: not a valid SentencePiece model .*re-download it") as err:
+        load_tokenizer(tmp_path, cfg)
+    assert "\n" not in str(err.value)

@@ -93,7 +93,7 @@ def parse_source(text: str, adapter: str):
 
 def config_from_args(args) -> "TrainConfig":  # noqa: F821
     from .recipes import get_recipe
-    from .train import DataSource, TrainConfig
+    from .train import TrainConfig
 
     if not args.recipe:
         raise MinirmError("--recipe is required; see --list-recipes")
@@ -102,7 +102,10 @@ def config_from_args(args) -> "TrainConfig":  # noqa: F821
     if args.data:
         data = [parse_source(s, adapter) for s in args.data]
     elif r.data:
-        data = [DataSource(s.source, s.adapter, s.split) for s in r.data]
+        # the recipe's sources exactly as declared: a source is more than its name and split (the
+        # script-only repos are read at revision refs/convert/parquet), and a copy made field by
+        # field once dropped the revision and read a branch that holds no data
+        data = list(r.data)
     else:
         raise MinirmError(f"the {r.name} recipe names no public dataset ({r.notes}); pass --data FILE.jsonl")
     eval_data = [parse_source(s, adapter) for s in args.eval_data or []]

@@ -161,7 +161,12 @@ def _hub_snapshot(repo_id: str, revision: str | None) -> Path:
         GatedRepoError, HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError,
     )
 
-    args = dict(repo_type="dataset", revision=revision, cache_dir=_cache_dir())
+    # The cache lookup asks for the data files only, as the download below fetches them: the
+    # download records the repo's whole file list (trees/<commit>.json), and a lookup for every
+    # file would call a snapshot without its README or loading script incomplete, so a dataset
+    # minirm downloaded could not be read again offline.
+    args = dict(repo_type="dataset", revision=revision, cache_dir=_cache_dir(),
+                allow_patterns=[f"*{s}" for s in DATA_SUFFIXES])
     try:
         return Path(snapshot_download(repo_id, local_files_only=True, **args))
     except (LocalEntryNotFoundError, FileNotFoundError, ValueError):
@@ -169,7 +174,7 @@ def _hub_snapshot(repo_id: str, revision: str | None) -> Path:
     hint = download_hint(repo_id, revision, "dataset", "a local data file")
     require_hub(f"dataset {repo_id}", hint)
     try:
-        return Path(snapshot_download(repo_id, allow_patterns=[f"*{s}" for s in DATA_SUFFIXES], etag_timeout=10, **args))
+        return Path(snapshot_download(repo_id, etag_timeout=10, **args))
     except RevisionNotFoundError:
         raise MinirmError(f"dataset {repo_id} has no revision {revision!r}; check the revision") from None
     except GatedRepoError:  # before RepositoryNotFoundError, its parent class

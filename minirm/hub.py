@@ -103,14 +103,24 @@ def _complete(folder: Path, files: str) -> bool:
 
 
 def _from_cache(repo_id: str, revision: str | None, files: str) -> Path | None:
+    """The cached snapshot, if it holds what `files` needs.
+
+    huggingface_hub keeps the repo's whole file list (trees/<commit>.json) beside a snapshot and
+    calls it incomplete when a listed file is missing, so the lookup asks for the files minirm
+    downloads (_download), not for every file: one kind of weights, not all of them.
+    """
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import LocalEntryNotFoundError
 
-    try:
-        folder = Path(snapshot_download(repo_id, revision=revision, cache_dir=_cache_dir(), local_files_only=True))
-    except (LocalEntryNotFoundError, FileNotFoundError, ValueError):
-        return None
-    return folder if _complete(folder, files) else None
+    for weights in ([SAFETENSORS_FILES, BIN_FILES] if files == "model" else [[]]):
+        try:
+            folder = Path(snapshot_download(repo_id, revision=revision, cache_dir=_cache_dir(), local_files_only=True,
+                                            allow_patterns=METADATA + weights))
+        except (LocalEntryNotFoundError, FileNotFoundError, ValueError):
+            continue
+        if _complete(folder, files):
+            return folder
+    return None
 
 
 def _download(repo_id: str, revision: str | None, files: str, hint: str) -> Path:

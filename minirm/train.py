@@ -54,7 +54,7 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 STATE_FILE = "trainer_state.pt"
 
 
-@dataclass
+@dataclass(frozen=True)  # recipes hand their own sources to every run: none may change them
 class DataSource:
     source: str  # local file / directory, or a Hub dataset id
     adapter: str  # a name in data.ADAPTERS

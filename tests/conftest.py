@@ -54,6 +54,27 @@ def bpe_files(tmp_path_factory) -> Path:
     return out
 
 
+# microsoft/deberta-v2-xxlarge's tokenizer_config.json, the whole file
+DEBERTA_TOKENIZER_CONFIG = {"do_lower_case": False, "vocab_type": "spm"}
+
+
+@pytest.fixture(scope="session")
+def deberta_spm(tmp_path_factory) -> Path:
+    """A small unigram SentencePiece model (spm.model) with deberta-v2-xxlarge's piece layout:
+    [PAD] 0, [CLS] 1 and [SEP] 2 control pieces, [UNK] 3, no [MASK] (transformers appends it).
+    Trained here with the sentencepiece package, on MiniLM's vocabulary and the test texts."""
+    spm = pytest.importorskip("sentencepiece")
+    out = tmp_path_factory.mktemp("spm")
+    words = [w for w in (minilm_dir() / "vocab.txt").read_text(encoding="utf-8").split() if w.isalpha()]
+    sentences = [" ".join(words[i : i + 12]) for i in range(0, len(words), 12)] + PROMPTS + RESPONSES + [
+        "Qu'est-ce qu'un café crème à Zürich?", "你好，世界！日本語のテキストも。", "Emoji: 👍🏽🚀 and 🤖😀"]
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(sentences), model_prefix=str(out / "spm"), vocab_size=1000, model_type="unigram",
+        pad_id=0, bos_id=1, eos_id=2, unk_id=3, pad_piece="[PAD]", bos_piece="[CLS]", eos_piece="[SEP]",
+        unk_piece="[UNK]", minloglevel=2)
+    return out / "spm.model"
+
+
 def tiny_config(family: str, **overrides):
     import transformers as tf
 

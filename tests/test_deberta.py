@@ -11,9 +11,7 @@ OpenAssistant ranking rule.
 from __future__ import annotations
 
 import functools
-import hashlib
 import math
-import os
 
 import pytest
 import torch
@@ -23,6 +21,7 @@ from minirm import MinirmError, Scorer
 from minirm.attention import AttentionBatch
 from minirm.openassistant import EMPTY_RESPONSE_SCORE, oa_empty_response, oa_rank_scores, split_oa_text
 from minirm.scoring import pad_batch
+from hub_cache import put_snapshot
 
 ATOL = 1e-5
 OA_REPO = "theblackcat102/deberta-v2-xxlarge-rm"
@@ -335,28 +334,6 @@ def test_roundtrip_through_minirm_save(tmp_path, make_deberta, pairs):
 # --- the oa-deberta alias through an offline Hugging Face cache ----------------------------------
 
 
-def _sha(text: str) -> str:
-    return hashlib.sha1(text.encode()).hexdigest()
-
-
-def add_snapshot(cache, repo_id: str, ref: str, files: dict) -> str:
-    """Lay files out as huggingface_hub does: blobs/<hash>, snapshots/<commit>/<name> -> blob, refs/<ref>."""
-    repo = cache / ("models--" + repo_id.replace("/", "--"))
-    commit = _sha(f"{repo_id}@{ref}")
-    snapshot = repo / "snapshots" / commit
-    snapshot.mkdir(parents=True)
-    (repo / "blobs").mkdir(exist_ok=True)
-    for name, src in files.items():
-        data = src.read_bytes()
-        blob = repo / "blobs" / hashlib.sha256(data).hexdigest()
-        blob.write_bytes(data)
-        (snapshot / name).symlink_to(os.path.relpath(blob, snapshot))
-    ref_file = repo / "refs" / ref  # "refs/pr/1" is stored at refs/refs/pr/1
-    ref_file.parent.mkdir(parents=True, exist_ok=True)
-    ref_file.write_text(commit)  # no newline: huggingface_hub reads the file verbatim
-    return commit
-
-
 @pytest.fixture
 def oa_cache(tmp_path, monkeypatch):
     """A cache holding main (fp16 pytorch_model.bin) and refs/pr/1 (model.safetensors, other weights)."""
@@ -375,7 +352,8 @@ def oa_cache(tmp_path, monkeypatch):
         else:
             model.save_pretrained(src)
             weights = "model.safetensors"
-        add_snapshot(cache, OA_REPO, ref, {n: src / n for n in ("config.json", weights, "tokenizer.json")})
+        put_snapshot(cache, "model", OA_REPO, {n: (src / n).read_bytes() for n in ("config.json", weights, "tokenizer.json")},
+                     revision=ref)
         models[ref] = model
     monkeypatch.setenv("HF_HUB_CACHE", str(cache))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

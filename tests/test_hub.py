@@ -10,24 +10,16 @@ import torch
 
 from minirm import MinirmError, Scorer
 from minirm.hub import ALIASES, resolve_model
+from hub_cache import dir_files, put_snapshot
 
 SHA_MAIN = "a" * 40
 SHA_PR = "b" * 40
 
 
 def fake_cache(root: Path, repo_id: str, snapshots: dict[str, tuple[str, Path]]) -> Path:
-    """root/models--org--name/{refs/<ref>, snapshots/<sha>/...}, files as symlinks into blobs like the real cache."""
-    repo = root / ("models--" + repo_id.replace("/", "--"))
+    """root/models--org--name/ holding each ref's commit, with the files of a checkpoint directory."""
     for ref, (sha, src) in snapshots.items():
-        (repo / "refs" / ref).parent.mkdir(parents=True, exist_ok=True)
-        (repo / "refs" / ref).write_text(sha)
-        snap = repo / "snapshots" / sha
-        snap.mkdir(parents=True, exist_ok=True)
-        for f in src.iterdir():
-            blob = repo / "blobs" / f"{sha[:8]}-{f.name}"
-            blob.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy(f, blob)
-            (snap / f.name).symlink_to(blob)
+        put_snapshot(root, "model", repo_id, dir_files(src), revision=ref, commit=sha)
     return root
 
 
@@ -42,7 +34,8 @@ def test_alias_resolves_through_the_cache_offline(make_checkpoint, pairs, tmp_pa
     prompts, responses = pairs
     via_alias = Scorer.from_pretrained(alias).score_pairs(prompts, responses)
     via_dir = Scorer.from_pretrained(str(model_dir)).score_pairs(prompts, responses)
-    assert via_alias == via_dir
+    # two separately loaded models: equal weights, but not necessarily the same last float bit
+    torch.testing.assert_close(torch.tensor(via_alias), torch.tensor(via_dir), atol=1e-6, rtol=0)
     assert resolve_model(ALIASES[alias]) == resolved  # the repo id works as well
 
 
@@ -88,3 +81,23 @@ def test_gpt2_model_without_tokenizer_uses_the_cached_gpt2_tokenizer(make_checkp
     want = Scorer.from_pretrained(str(model_dir)).score_texts(["Bot: hi"])
     # two separately loaded models: equal weights, but not necessarily the same last float bit
     torch.testing.assert_close(torch.tensor(got), torch.tensor(want), atol=1e-6, rtol=0)
+
+
+def test_a_model_minirm_downloaded_reads_back_offline(make_checkpoint, tmp_path, monkeypatch):
+    """minirm downloads config, tokenizer files and one kind of weights; huggingface_hub lists the
+    repo's every file beside them (trees/<commit>.json). The lookup must not call that incomplete."""
+    model_dir, _ = make_checkpoint("roberta")
+    files = {**dir_files(model_dir), "README.md": b"# card\n", "pytorch_model.bin": b"weights, not fetched",
+             "onnx/model.onnx": b"not fetched"}
+    fetched = {f for f in files if f in dir_files(model_dir)}
+    cache = tmp_path / "hub"
+    put_snapshot(cache, "model", ALIASES["aux-roberta"], files, fetched=fetched)
+    tokenizer_only = {f for f in fetched if f != "model.safetensors"}  # the gpt2 tokenizer fallback's download
+    put_snapshot(cache, "model", "openai-community/gpt2", files, fetched=tokenizer_only)
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    scores = Scorer.from_pretrained("aux-roberta").score_pairs(["Hi"], ["Hello!"])
+    want = Scorer.from_pretrained(str(model_dir)).score_pairs(["Hi"], ["Hello!"])
+    torch.testing.assert_close(torch.tensor(scores), torch.tensor(want), atol=1e-6, rtol=0)
+    assert (resolve_model("openai-community/gpt2", files="tokenizer") / "tokenizer.json").is_file()
+    with pytest.raises(MinirmError, match="not in the Hugging Face cache"):  # no weights there: not a model
+        resolve_model("openai-community/gpt2")

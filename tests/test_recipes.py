@@ -3,8 +3,8 @@ loss, precision, checkpointing), a tiny *base* model of its family (a pretrainin
 so the reward head starts fresh as it would from bert-base-cased or gpt2), and a few rows
 shaped like each of its datasets. The trained output then scores through score.py's path.
 
-`python train.py --recipe chai` is also run with no --model and no --data at all, from a fake
-Hugging Face cache laid out like the real one (models--/datasets--, refs/main, snapshots/<sha>).
+test_recipe_hub.py runs every recipe with no --model and no --data at all, on its published
+base model and datasets in an offline Hugging Face cache.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from minirm.cli_train import main
 from minirm.recipes import RECIPES, recipe_table
 from conftest import save_tokenizer, tiny_config
 
-SHA = "c" * 40
 HH = [{"chosen": "\n\nHuman: How do I bake bread?\n\nAssistant: Mix flour, water, salt and yeast, knead, let it rise, bake.",
        "rejected": "\n\nHuman: How do I bake bread?\n\nAssistant: Figure it out."},
       {"chosen": "\n\nHuman: hi\n\nAssistant: Hello! How can I help you today?\n\nHuman: a joke?\n\nAssistant: "
@@ -105,6 +104,18 @@ def test_list_recipes_names_every_recipe(capsys):
         assert r.model in line and r.loss in line and str(r.batch_size) in line
 
 
+def test_a_recipe_with_no_data_option_trains_on_its_sources_as_declared():
+    from minirm.cli_train import build_parser, config_from_args
+
+    for name, r in RECIPES.items():
+        if r.data:
+            cfg = config_from_args(build_parser().parse_args(["--recipe", name]))
+            # the very objects, so no field (such as the parquet revision) can be lost on the way
+            assert len(cfg.data) == len(r.data) and all(a is b for a, b in zip(cfg.data, r.data))
+    oa = {s.source: s.revision for s in RECIPES["oa-deberta"].data}
+    assert oa["openai/webgpt_comparisons"] == oa["openai/summarize_from_feedback"] == "refs/convert/parquet"
+
+
 def test_aux_roberta_recipe_on_aira_and_hh_rows(tmp_path, bpe_files):
     base = base_model("roberta", tmp_path / "roberta-base", bpe_files)
     toxic = write_jsonl(tmp_path / "toxic-aira.jsonl", AIRA)
@@ -176,35 +187,3 @@ def test_oa_deberta_recipe_on_webgpt_summarize_and_hh_rows(tmp_path, bpe_files):
     assert saved["architectures"] == ["DebertaV2ForSequenceClassification"]
     hf = tf.AutoModelForSequenceClassification.from_pretrained(tmp_path / "out").eval()  # transformers loads it
     assert hf.config.num_labels == 1
-
-
-def snapshot(cache: Path, kind: str, repo_id: str, files: dict[str, Path]) -> None:
-    """cache/{kind}s--org--name/{refs/main, snapshots/<sha>/...}, files as symlinks into blobs."""
-    repo = cache / f"{kind}s--{repo_id.replace('/', '--')}"
-    (repo / "refs").mkdir(parents=True, exist_ok=True)
-    (repo / "refs" / "main").write_text(SHA)
-    for name, src in files.items():
-        blob = repo / "blobs" / name.replace("/", "_")
-        blob.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(src, blob)
-        target = repo / "snapshots" / SHA / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.symlink_to(blob)
-
-
-def test_chai_recipe_with_no_model_or_data_arguments_uses_the_cache(tmp_path, bpe_files, monkeypatch):
-    base = base_model("gpt2", tmp_path / "gpt2", bpe_files)
-    cache = tmp_path / "hub"
-    snapshot(cache, "model", "openai-community/gpt2", {f.name: f for f in base.iterdir()})
-    data = write_jsonl(tmp_path / "train.jsonl", CHAI)
-    snapshot(cache, "dataset", "ChaiML/20231206_chai_prize_reward_model_data",
-             {"data/train.jsonl": data, "data/test.jsonl": write_jsonl(tmp_path / "test.jsonl", CHAI[:1]),
-              "README.md": tmp_path / "test.jsonl"})
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    monkeypatch.chdir(tmp_path)
-    assert main(["--recipe", "chai", "--max-steps", "2", "--batch-size", "2", "--no-progress"]) == 0
-    out = tmp_path / "runs" / "chai"  # the default output directory
-    assert (out / "model.safetensors").is_file()
-    config = json.loads((out / "train_config.json").read_text())
-    assert config["data"][0]["source"] == "ChaiML/20231206_chai_prize_reward_model_data"
-    assert config["model"] == "openai-community/gpt2"

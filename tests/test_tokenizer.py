@@ -20,7 +20,7 @@ from minirm.config import ModelConfig
 from minirm.formats import ChatTurn, chat_text, pygmalion_context, pygmalion_text
 from minirm.records import parse_transcript, transcript_sample
 from minirm.tokenizer import load_tokenizer
-from conftest import PROMPTS, RESPONSES, minilm_dir, tiny_config
+from conftest import DEBERTA_TOKENIZER_CONFIG, PROMPTS, RESPONSES, minilm_dir, tiny_config
 
 TRICKY_PROMPTS = [
     "Qu'est-ce qu'un café crème à Zürich? Ångström, naïve, résumé.",
@@ -298,20 +298,12 @@ def test_pygmalion_writes_the_persona_template_even_when_empty():
 # --- DeBERTa-v2 from spm.model alone (microsoft/deberta-v2-xxlarge ships no tokenizer.json) ---------
 
 @pytest.fixture(scope="module")
-def deberta_spm_dir(tmp_path_factory) -> Path:
-    """A small unigram SentencePiece model with deberta-v2-xxlarge's layout: [PAD] 0, [CLS] 1 and
-    [SEP] 2 control pieces, [UNK] 3, no [MASK] (transformers appends it); beside it the files that
-    repo has: config.json (model_type deberta-v2) and tokenizer_config.json {do_lower_case, vocab_type}."""
-    spm = pytest.importorskip("sentencepiece")
+def deberta_spm_dir(deberta_spm, tmp_path_factory) -> Path:
+    """deberta_spm (conftest) beside the files microsoft/deberta-v2-xxlarge has: config.json
+    (model_type deberta-v2) and tokenizer_config.json {do_lower_case, vocab_type}."""
     out = tmp_path_factory.mktemp("deberta-spm")
-    words = [w for w in (minilm_dir() / "vocab.txt").read_text(encoding="utf-8").split() if w.isalpha()]
-    sentences = [" ".join(words[i : i + 12]) for i in range(0, len(words), 12)] + ALL_PROMPTS + ALL_RESPONSES
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(sentences), model_prefix=str(out / "spm"), vocab_size=1000, model_type="unigram",
-        pad_id=0, bos_id=1, eos_id=2, unk_id=3, pad_piece="[PAD]", bos_piece="[CLS]", eos_piece="[SEP]",
-        unk_piece="[UNK]", minloglevel=2)
-    (out / "spm.vocab").unlink()
-    (out / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": False, "vocab_type": "spm"}))
+    shutil.copy(deberta_spm, out / "spm.model")
+    (out / "tokenizer_config.json").write_text(json.dumps(DEBERTA_TOKENIZER_CONFIG))
     (out / "config.json").write_text(json.dumps(tf.DebertaV2Config(vocab_size=1001).to_dict()))
     return out
 

@@ -19,6 +19,7 @@ import os
 import re
 import shutil
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Iterator
 
@@ -75,8 +76,9 @@ def iter_tensors(path: Path) -> Iterator[tuple[str, torch.Tensor]]:
             raise MinirmError(f"{path}: corrupt or truncated safetensors file ({e}); re-download it") from None
         return
     try:
-        # weights_only: no arbitrary pickle code; mmap: tensors stay on disk until used
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        # weights_only: no arbitrary pickle code; mmap: tensors stay on disk until used. mmap needs the
+        # zip format (PyTorch >= 1.6); the older format is still read, weights-only, into memory.
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except Exception as e:  # noqa: BLE001 - any failure here means the file is unusable
         first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise MinirmError(

@@ -9,6 +9,7 @@ and written back on save, so transformers can load what minirm saves.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,6 +53,39 @@ ENCODER_DEFAULTS = {
     "deberta-v2": dict(vocab_size=128100, hidden_size=1536, num_layers=24, num_heads=24, intermediate_size=6144,
                        max_positions=512, type_vocab_size=0, hidden_act="gelu", layer_norm_eps=1e-7),
 }
+
+
+# the config.json fields minirm reads, by the JSON type each must have: a number written as a
+# string ("hidden_size": "32") is named here rather than failing deep inside the model
+POSITIVE_INTS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+                 "max_position_embeddings", "n_embd", "n_layer", "n_head", "n_positions", "linear_layer",
+                 "num_labels", "conv_groups")
+INTS = ("type_vocab_size", "n_inner", "pad_token_id", "eos_token_id", "linear_layer_output", "max_relative_positions",
+        "position_buckets", "conv_kernel_size", "embedding_size", "pooler_hidden_size")
+FLOATS = ("layer_norm_eps", "layer_norm_epsilon", "hidden_dropout_prob", "attention_probs_dropout_prob", "resid_pdrop",
+          "attn_pdrop", "classifier_dropout", "summary_first_dropout", "initializer_range")
+STRINGS = ("hidden_act", "activation_function", "pooler_hidden_act", "conv_act", "norm_rel_ebd", "model_type")
+
+
+def check_field_types(raw: dict, source: str) -> None:
+    """One line naming the first config.json field whose value has the wrong JSON type (null is
+    taken as "not set", as transformers takes it)."""
+    def wrong(key, value, should):
+        raise MinirmError(f"{source}: field {key!r} must be {should}, not {json.dumps(value)}; fix config.json")
+
+    for key in POSITIVE_INTS + INTS + FLOATS + STRINGS:
+        value = raw.get(key)
+        if value is None:
+            continue
+        is_int = isinstance(value, int) and not isinstance(value, bool)
+        if key in POSITIVE_INTS and not (is_int and value > 0):
+            wrong(key, value, "a positive integer")
+        elif key in INTS and not is_int:
+            wrong(key, value, "an integer")
+        elif key in FLOATS and not ((is_int or isinstance(value, float)) and math.isfinite(value) and value >= 0):
+            wrong(key, value, "a non-negative number")
+        elif key in STRINGS and not isinstance(value, str):
+            wrong(key, value, "a string")
 
 
 @dataclass
@@ -110,6 +144,7 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, raw: dict, source: str = "config.json") -> "ModelConfig":
         family = detect_family(raw, source)
+        check_field_types(raw, source)
         get = raw.get
         try:
             if family == "gpt2":

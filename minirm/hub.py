@@ -30,8 +30,8 @@ ALIAS_NOTES = {
     "oa-deberta": "OpenAssistant DeBERTa-v2-xxlarge (1.5B), 1 label; score = logit of (prompt, response)",
 }
 # the tokenizer a family falls back to when a repo ships none (the CHAI card uses "gpt2"'s)
-BASE_TOKENIZERS = {"gpt2": "openai-community/gpt2", "bert": "bert-base-cased", "bert-reward": "bert-base-cased",
-                   "roberta": "FacebookAI/roberta-base"}
+BASE_TOKENIZERS = {"gpt2": "openai-community/gpt2", "bert": "google-bert/bert-base-cased",
+                   "bert-reward": "google-bert/bert-base-cased", "roberta": "FacebookAI/roberta-base"}
 
 METADATA = ["config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
             "vocab.txt", "vocab.json", "merges.txt", "spm.model"]
@@ -49,15 +49,19 @@ def resolve_model(name: str, revision: str | None = None, files: str = "model") 
     path = Path(name).expanduser()
     if path.is_dir():
         return path
+    option, local = ("--tokenizer", "a local tokenizer directory") if files == "tokenizer" else (
+        "--model", "a local checkpoint directory")
+    if path.exists():
+        raise MinirmError(f"{option} {name!r} is a file; give the directory that holds it")
     repo_id = ALIASES.get(name, name)
     if not REPO_ID.match(repo_id):
         raise MinirmError(
-            f"--model {name!r} is not a directory, an alias ({', '.join(ALIASES)}) or a Hub repo id (org/name)"
+            f"{option} {name!r} is not a directory, an alias ({', '.join(ALIASES)}) or a Hub repo id (org/name)"
         )
     cached = _from_cache(repo_id, revision, files)
     if cached is not None:
         return cached
-    hint = download_hint(repo_id, revision, "model", "a local checkpoint directory")
+    hint = download_hint(repo_id, revision, "model", local)
     require_hub(repo_id, hint)
     return _download(repo_id, revision, files, hint)
 

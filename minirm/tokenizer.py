@@ -113,9 +113,13 @@ def read_tokenizer(folder: Path, cfg: ModelConfig) -> Tokenizer:
     """tokenizer.json if present; else rebuild it from vocab.txt or vocab.json + merges.txt."""
     if (folder / "tokenizer.json").is_file():
         try:
-            return Tokenizer.from_file(str(folder / "tokenizer.json"))
+            tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
         except Exception as e:  # noqa: BLE001 - the Rust side raises a bare Exception
             raise MinirmError(f"{folder / 'tokenizer.json'}: cannot be read ({e}); re-download it") from None
+        if tok.get_vocab_size(with_added_tokens=False) == 0:
+            raise MinirmError(f"{folder / 'tokenizer.json'}: its vocabulary is empty, so every text would "
+                              "tokenize to nothing; re-download it, or pass --tokenizer DIR_OR_REPO")
+        return tok
     options = _tokenizer_config(folder)
     if (folder / "vocab.txt").is_file():
         # transformers' BertTokenizer lowercases unless told otherwise

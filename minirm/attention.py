@@ -111,5 +111,21 @@ def eager_attention(q, k, v, mask, dropout: float = 0.0, scale: float | None = N
     return probs @ v  # (B, nh, T, hs)
 
 
+def check_backend(backend: str, device: torch.device | str) -> None:
+    """Fail in one line, before a model loads, when `backend` cannot run on `device`."""
+    import os
+    from importlib.util import find_spec
+
+    if backend not in BACKENDS:
+        raise MinirmError(f"unknown attention backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if backend != "triton":
+        return
+    if find_spec("triton") is None:
+        raise MinirmError("--attention triton needs the triton package (pip install triton); or use --attention sdpa")
+    if torch.device(device).type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+        raise MinirmError(f"--attention triton runs on CUDA, not {torch.device(device).type}; use --attention sdpa "
+                          "(or set TRITON_INTERPRET=1 to run the kernel on CPU, slowly)")
+
+
 def default_backend(device: torch.device | str) -> str:
     return "triton" if torch.device(device).type == "cuda" else "sdpa"

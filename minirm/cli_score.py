@@ -20,6 +20,26 @@ input field and add "score" (or "score_chosen", "score_rejected" and "correct").
 """
 
 
+def positive_int(text: str) -> int:
+    """argparse type: a whole number of at least 1 (argparse turns the ValueError into one usage line)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _is_text(value: str) -> bool:
+    """False for a str holding lone surrogates (how Python keeps undecodable argv bytes)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="score.py", description="Score (prompt, response) pairs with a reward model, as transformers does.",
@@ -33,8 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", "-i", help="JSONL file of records to score")
     p.add_argument("--output", "-o", help="JSONL file to write (default: stdout)")
     p.add_argument("--json", action="store_true", help="print JSON instead of plain numbers")
-    p.add_argument("--batch-size", type=int, default=32, help="sequences per forward pass (default 32)")
-    p.add_argument("--max-length", type=int, help="truncate to this many tokens (default 512)")
+    p.add_argument("--batch-size", type=positive_int, default=32, help="sequences per forward pass (default 32)")
+    p.add_argument("--max-length", type=positive_int, help="truncate to this many tokens (default 512)")
     p.add_argument("--truncation-side", choices=["left", "right"],
                    help="default: left for GPT-2 models (keep the conversation's end), right otherwise")
     p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
@@ -66,6 +86,15 @@ def run(argv: list[str] | None = None) -> int:
         return 0
     if not args.model:
         raise MinirmError("--model is required (an alias, a Hub repo id or a directory); see --list-models")
+    for option, value in (("--input", args.input), ("--output", args.output), ("--model", args.model)):
+        if value is not None and not value.strip():
+            what = "directory, repo id or alias" if option == "--model" else "file path"
+            raise MinirmError(f"{option} is empty; give a {what}")
+    texts = [("PROMPT", args.prompt)] + [(f"RESPONSE {i}", r) for i, r in enumerate(args.responses, 1)] + [
+        ("--bot-name", args.bot_name), ("--user-name", args.user_name), ("--memory", args.memory)]
+    for name, value in texts:
+        if value is not None and not _is_text(value):
+            raise MinirmError(f"{name} is not valid UTF-8 text (undecodable bytes in the argument); pass it as UTF-8")
     if args.input and (args.prompt or args.responses):
         raise MinirmError("give either --input FILE or PROMPT RESPONSE..., not both")
     if not args.input and not args.responses:
@@ -73,10 +102,18 @@ def run(argv: list[str] | None = None) -> int:
     if args.output and not args.input:
         raise MinirmError("--output needs --input; with PROMPT RESPONSE the scores go to stdout")
     from . import records
+    from .attention import check_backend
     from .records import Sample
-    from .scoring import Scorer
+    from .scoring import Scorer, check_device
 
-    rows = records.read_jsonl(args.input) if args.input else None  # validate input before loading a model
+    # everything the user can get wrong is checked before the model loads: options, paths, input
+    device = check_device(args.device)
+    if args.attention:
+        check_backend(args.attention, device)
+    if args.output:
+        records.check_output_path(args.output)
+    located = records.read_jsonl_located(args.input) if args.input else None
+    rows = [row for _, row in located] if located is not None else None
     scorer = Scorer.from_pretrained(
         args.model, revision=args.revision, device=args.device, dtype=args.dtype, max_length=args.max_length,
         truncation_side=args.truncation_side, tokenizer=args.tokenizer, attention=args.attention,
@@ -85,34 +122,43 @@ def run(argv: list[str] | None = None) -> int:
     scorer.chat_names = {"bot_name": args.bot_name, "user_name": args.user_name, "memory": args.memory}
     scorer.oa_rank = args.oa_rank
     if rows is None:
-        scores = scorer.score_samples([Sample.pair(args.prompt, r) for r in args.responses])
+        scores = scorer.score_samples([Sample.pair(args.prompt, r) for r in args.responses],
+                                      labels=[f"RESPONSE {i}" for i in range(1, len(args.responses) + 1)])
         if args.json:
             print(json.dumps([{"prompt": args.prompt, "response": r, "score": s}
-                              for r, s in zip(args.responses, scores)], ensure_ascii=False, indent=2))
+                              for r, s in zip(args.responses, scores)], ensure_ascii=False, indent=2, allow_nan=False))
         else:
             print("\n".join(f"{s:.6f}" for s in scores))
         return 0
-    scored, summary = score_rows(scorer, rows, progress=sys.stderr.isatty() or bool(args.output))
+    # a progress bar only for a person at a terminal: a captured stderr holds nothing but an error line
+    scored, summary = score_rows(scorer, rows, progress=sys.stderr.isatty(), where=[w for w, _ in located])
     if args.output:
         records.write_jsonl_atomic(args.output, scored)
     else:
         for row in scored:
-            print(json.dumps(row, ensure_ascii=False))
+            print(records.dumps_row(row))
     if summary:
         print(json.dumps(summary), file=sys.stderr if not args.output else sys.stdout)
     return 0
 
 
-def score_rows(scorer, rows: list[dict], progress: bool = False) -> tuple[list[dict], dict | None]:
-    """Score every row; preference rows get both scores and a reward-bench style summary."""
-    from .records import row_samples
+def score_rows(scorer, rows: list[dict], progress: bool = False,
+               where: list[str] | None = None) -> tuple[list[dict], dict | None]:
+    """Score every row; preference rows get both scores and a reward-bench style summary.
 
-    samples, owners = [], []
+    `where` names each row ("file:LINE") for errors about one sample."""
+    from .records import row_kind, row_samples
+
+    samples, owners, labels = [], [], []
     for i, row in enumerate(rows):
-        for s in row_samples(row):
+        got = row_samples(row)
+        kind = row_kind(row, "row")
+        fields = ("chosen", "rejected") if kind == "preference" else ("text",) if kind == "text" else ("response",)
+        for s, f in zip(got, fields):
             samples.append(s)
             owners.append(i)
-    scores = scorer.score_samples(samples, progress=progress)
+            labels.append(f"{where[i] if where else f'row {i + 1}'} (field {f!r})")
+    scores = scorer.score_samples(samples, progress=progress, labels=labels)
     per_row: dict[int, list[float]] = {}
     for i, s in zip(owners, scores):
         per_row.setdefault(i, []).append(s)

@@ -13,8 +13,10 @@ Every problem names the file and line, and nothing is skipped silently.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
+import stat
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,7 +47,14 @@ class Sample:
 
 def read_jsonl(path: str | Path) -> list[dict]:
     """The rows of a JSONL file to score, each validated before any work is done."""
+    return [row for _, row in read_jsonl_located(path)]
+
+
+def read_jsonl_located(path: str | Path) -> list[tuple[str, dict]]:
+    """Like read_jsonl, with each row's "file:LINE", so later errors can name it."""
     path = Path(path)
+    if path.is_dir():
+        raise MinirmError(f"{path}: is a directory; --input takes a JSONL file")
     try:
         data = path.read_bytes()
     except OSError as e:
@@ -53,7 +62,7 @@ def read_jsonl(path: str | Path) -> list[dict]:
     rows = []
     for where, row in parse_jsonl(data, str(path)):
         row_kind(row, where)
-        rows.append(row)
+        rows.append((where, row))
     if not rows:
         raise MinirmError(f"{path}: empty file, nothing to score; each line should be a JSON object")
     return rows
@@ -71,13 +80,60 @@ def parse_jsonl(data: bytes, name: str) -> list[tuple[str, dict]]:
         if not line.strip():
             continue
         try:
-            row = json.loads(line)
+            row = json.loads(line, parse_constant=_reject_constant, parse_float=_finite_float)
         except json.JSONDecodeError as e:
             raise MinirmError(f"{name}:{line_no}: not valid JSON ({e.msg} at column {e.colno}); fix or remove the line") from None
+        except _NonFinite as e:
+            raise MinirmError(f"{name}:{line_no}: {e.args[0]} is not a finite number, which strict JSON cannot "
+                              "hold; write null or a string instead") from None
+        except (ValueError, RecursionError) as e:  # e.g. an integer of more than 4300 digits, or nesting too deep
+            first = (str(e).splitlines() or [type(e).__name__])[0].split(":")[0][:120]
+            raise MinirmError(f"{name}:{line_no}: cannot be read as JSON ({first}); fix or remove the line") from None
         if not isinstance(row, dict):
             raise MinirmError(f"{name}:{line_no}: expected a JSON object, got {type(row).__name__}")
+        if _MAYBE_SURROGATE.search(line):  # only a \uD800-\uDFFF escape can put a lone surrogate in a str
+            field = _surrogate_field(row)
+            if field is not None:
+                raise MinirmError(f"{name}:{line_no}: field {field!r} holds a lone surrogate escape (\\ud800-\\udfff "
+                                  "without its pair), which is not text; fix or remove it")
         rows.append((f"{name}:{line_no}", row))
     return rows
+
+
+class _NonFinite(ValueError):
+    pass
+
+
+def _reject_constant(name: str):
+    raise _NonFinite(name)
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e999 overflows to infinity, which no JSON line can hold
+        raise _NonFinite(f"{text} (out of the range of a float)")
+    return value
+
+
+_MAYBE_SURROGATE = re.compile(r"\\u[dD][89a-fA-F]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _surrogate_field(row: dict) -> str | None:
+    """The top-level field (or key) of a parsed row that holds a lone surrogate, if any."""
+    def bad(value) -> bool:
+        if isinstance(value, str):
+            return _SURROGATE.search(value) is not None
+        if isinstance(value, dict):
+            return any(bad(k) or bad(v) for k, v in value.items())
+        if isinstance(value, list):
+            return any(bad(v) for v in value)
+        return False
+
+    for key, value in row.items():
+        if bad(key) or bad(value):
+            return key  # shown with !r, which escapes the surrogate
+    return None
 
 
 def row_kind(row: dict, where: str) -> str:
@@ -124,16 +180,67 @@ def row_samples(row: dict) -> list[Sample]:
     return [transcript_sample(row[k]) for k in ("chosen", "rejected")]
 
 
-def write_jsonl_atomic(path: str | Path, rows) -> None:
-    """Write every row or nothing: a temp file beside the target, then os.replace."""
+def dumps_row(row) -> str:
+    """One output line: strict JSON (no NaN or infinities), the one way every writer makes a line."""
+    return json.dumps(row, ensure_ascii=False, allow_nan=False)
+
+
+def check_output_path(path: str | Path, option: str = "--output") -> None:
+    """Fail now, before any work, if `path` cannot be written as a file (one line naming it).
+
+    A missing parent is fine (it is created on writing) as long as its nearest existing
+    ancestor is a directory we can create files in."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    if path.is_dir():
+        raise MinirmError(f"{option} {path}: is a directory; give a file path such as {path / 'scored.jsonl'}")
+    if path.exists() and not path.is_file():
+        raise MinirmError(f"{option} {path}: exists and is not a regular file; give another path")
+    ancestor = path.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        if ancestor.is_symlink():
+            break  # a dangling link: the probe below reports it
+        ancestor = ancestor.parent
+    if ancestor.exists() and not ancestor.is_dir():
+        raise MinirmError(f"{option} {path}: {ancestor} is a file, not a directory; give a path inside a directory")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=ancestor)
+    except OSError as e:
+        raise MinirmError(f"{option} {path}: cannot write in {ancestor} ({e.strerror}); "
+                          "give a path in a writable directory") from None
+    os.close(fd)
+    os.unlink(probe)
+
+
+def _new_file_mode(path: Path) -> int:
+    """The mode the written file should get: an existing file keeps its own, a new one what the umask gives."""
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        mask = os.umask(0)
+        os.umask(mask)
+        return 0o666 & ~mask
+
+
+def write_jsonl_atomic(path: str | Path, rows) -> None:
+    """Write every row or nothing: a temp file beside the target, then os.replace.
+
+    Every line is strict JSON (a NaN or infinity raises ValueError before the target is
+    touched); an OS failure is one MinirmError line naming the path, and leaves no temp file."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise MinirmError(f"{path}: cannot be written ({e.strerror}); nothing was written") from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             for row in rows:
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+                f.write(dumps_row(row) + "\n")
+            os.fchmod(f.fileno(), _new_file_mode(path))
         os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise MinirmError(f"{path}: cannot be written ({e.strerror}); the file was left as it was") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

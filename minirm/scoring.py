@@ -13,18 +13,19 @@ How a score is made from the logits:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from .attention import AttentionBatch, default_backend
+from .attention import AttentionBatch, check_backend, default_backend
 from .checkpoint import load_model
 from .config import ModelConfig
 from .errors import MinirmError
 from .hub import BASE_TOKENIZERS, resolve_model
-from .openassistant import oa_rank_pair_scores, split_oa_text
-from .records import Sample
+from .openassistant import oa_empty_response, oa_rank_pair_scores, split_oa_text
+from .records import _SURROGATE, Sample
 from .tokenizer import RewardTokenizer, has_tokenizer, load_tokenizer
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16,
@@ -63,11 +64,15 @@ class Scorer:
                         dtype: str = "float32", max_length: int | None = None, truncation_side: str | None = None,
                         tokenizer: str | None = None, attention: str | None = None, batch_size: int = 32,
                         alpha: float | None = None) -> "Scorer":
-        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        device = check_device(device)
         if dtype not in DTYPES:
             raise MinirmError(f"unknown --dtype {dtype!r}; choose float32, bfloat16 or float16")
-        if batch_size < 1:
-            raise MinirmError(f"--batch-size must be at least 1, got {batch_size}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise MinirmError(f"--batch-size must be a whole number of at least 1, got {batch_size!r}")
+        if max_length is not None and (isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1):
+            raise MinirmError(f"--max-length must be a whole number of at least 1, got {max_length!r}")
+        if attention is not None:
+            check_backend(attention, device)
         model_dir = resolve_model(name, revision)
         model, cfg = load_model(model_dir, DTYPES[dtype], device)
         if cfg.num_labels not in (1, 2):
@@ -81,29 +86,45 @@ class Scorer:
                               "does not take; use --attention sdpa")
         tok_dir = _tokenizer_dir(tokenizer, model_dir, cfg, revision)
         tok = load_tokenizer(tok_dir, cfg, max_length, truncation_side)
+        _check_max_length(tok, max_length)
         return cls(model, cfg, tok, device, batch_size, attention, 1.0 if alpha is None else alpha)
 
     # --- public API ---------------------------------------------------------------------
     def score_pairs(self, prompts: list[str], responses: list[str], progress: bool = False) -> list[float]:
+        prompts, responses = _strings("prompts", prompts), _strings("responses", responses)
         if len(prompts) != len(responses):
-            raise ValueError("prompts and responses differ in length")
+            raise ValueError(f"prompts and responses differ in length ({len(prompts)} and {len(responses)})")
         return self.score_samples([Sample.pair(p, r) for p, r in zip(prompts, responses)], progress)
 
     def score_texts(self, texts: list[str], progress: bool = False) -> list[float]:
-        return self.score_samples([Sample(None, t) for t in texts], progress)
+        return self.score_samples([Sample(None, t) for t in _strings("texts", texts)], progress)
 
     def encode_pairs(self, prompts: list[str], responses: list[str]) -> list[list[int]]:
+        prompts, responses = _strings("prompts", prompts), _strings("responses", responses)
+        if len(prompts) != len(responses):
+            raise ValueError(f"prompts and responses differ in length ({len(prompts)} and {len(responses)})")
         return self.encode([Sample.pair(p, r) for p, r in zip(prompts, responses)])
 
-    def score_samples(self, samples: list[Sample], progress: bool = False) -> list[float]:
-        if not self.oa_rank:
-            return self.score_ids(self.encode(samples), progress)
-        # OpenAssistant's rank_model_fn: "prompt[SEP]response" texts are split into pairs, and a
-        # response of fewer than 4 distinct characters scores -4 without the model
-        pairs = [split_oa_text(s.response) if s.prompt is None else (s.prompt, s.response) for s in samples]
-        return oa_rank_pair_scores(
-            pairs, lambda ps, rs: self.score_ids(self.encode_pairs(ps, rs), progress)
-        )
+    def score_samples(self, samples: list[Sample], progress: bool = False,
+                      labels: list[str] | None = None) -> list[float]:
+        """Scores in input order. `labels` (one per sample, e.g. "file.jsonl:4 (field 'text')")
+        name a sample in the one-line error when it cannot be scored."""
+        try:
+            if not self.oa_rank:
+                return self.score_ids(self.encode(samples), progress)
+            # OpenAssistant's rank_model_fn: "prompt[SEP]response" texts are split into pairs, and a
+            # response of fewer than 4 distinct characters scores -4 without the model
+            pairs = [split_oa_text(s.response) if s.prompt is None else (s.prompt, s.response) for s in samples]
+            keep = [i for i, (_, post) in enumerate(pairs) if not oa_empty_response(post)]
+            try:
+                return oa_rank_pair_scores(
+                    pairs, lambda ps, rs: self.score_ids(self.encode_pairs(ps, rs), progress)
+                )
+            except SampleError as e:
+                raise SampleError(keep[e.index], e.reason) from None
+        except SampleError as e:
+            name = labels[e.index] if labels is not None else f"sample {e.index}"
+            raise MinirmError(f"{name}: {e.reason}") from None
 
     # --- the pipeline ---------------------------------------------------------------------
     def encode(self, samples: list[Sample]) -> list[list[int]]:
@@ -113,7 +134,7 @@ class Scorer:
     def score_ids(self, sequences: list[list[int]], progress: bool = False) -> list[float]:
         empty = [i for i, s in enumerate(sequences) if not s]
         if empty:
-            raise MinirmError(f"sample {empty[0]} tokenizes to nothing; give it some text")
+            raise SampleError(empty[0], "tokenizes to nothing; give it some text")
         # identical inputs are scored once: saves work, and a tie stays a tie bit for bit
         # (the same row in two differently padded batches can differ in the last float bit)
         unique: dict[tuple[int, ...], int] = {}
@@ -129,6 +150,11 @@ class Scorer:
                 scores[i] = s
             bar.update(len(batch_idx))
         bar.close()
+        bad = [i for i, j in enumerate(slot) if not math.isfinite(scores[j])]
+        if bad:
+            raise SampleError(bad[0], f"the model scores it {scores[slot[bad[0]]]} (numeric overflow in "
+                                      f"{str(next(self.model.parameters()).dtype).removeprefix('torch.')}); "
+                                      "score with --dtype float32 or bfloat16")
         return [scores[j] for j in slot]
 
     def logits_to_scores(self, logits: torch.Tensor) -> torch.Tensor:
@@ -137,6 +163,71 @@ class Scorer:
         if self.cfg.num_labels == 1:
             return logits[:, 0]
         return logits.softmax(dim=-1)[:, 1]
+
+
+class SampleError(MinirmError):
+    """One sample cannot be scored; `index` is its position in the list being scored."""
+
+    def __init__(self, index: int, reason: str):
+        super().__init__(f"sample {index}: {reason}")
+        self.index, self.reason = index, reason
+
+
+def check_device(device: str | torch.device | None) -> torch.device:
+    """The torch device to score on, or one line saying why `device` cannot be used (checked before loading)."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise MinirmError(f"--device {device!r} is not a device; use cpu, cuda or cuda:N") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise MinirmError(f"--device {device}: no CUDA GPU is available here; use --device cpu")
+        count = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= count:
+            raise MinirmError(f"--device {device}: there are {count} CUDA devices (cuda:0 to cuda:{count - 1}); "
+                              "pick one of those")
+    elif dev.type == "meta":
+        raise MinirmError(f"--device {device}: the meta device holds no data and cannot score; use cpu or cuda")
+    elif dev.type != "cpu":
+        try:
+            torch.empty(0, device=dev)
+        except (RuntimeError, AssertionError, NotImplementedError) as e:
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0].split(". ")[0].rstrip(".")[:200]
+            raise MinirmError(f"--device {device} cannot be used here ({first}); use cpu or cuda") from None
+    return dev
+
+
+def _check_max_length(tok: RewardTokenizer, max_length: int | None) -> None:
+    """A max length must leave room for the special tokens and one token of each text."""
+    if max_length is None:
+        return
+    if tok.pair_input:
+        specials = tok.tokenizer.num_special_tokens_to_add(True)
+        needed, what = specials + 2, f"a (prompt, response) pair needs its {specials} special tokens plus one token each"
+    else:
+        specials = tok.tokenizer.num_special_tokens_to_add(False)
+        needed, what = specials + 1, f"a text needs its {specials} special tokens plus one token"
+    if max_length < needed:
+        raise MinirmError(f"--max-length {max_length} is too short for this model: {what}; use at least {needed}")
+
+
+def _strings(name: str, values) -> list[str]:
+    """`values` as a list of str, or a TypeError naming the argument and the first bad item's index."""
+    if isinstance(values, (str, bytes)):
+        raise TypeError(f"{name} must be a list of strings, not a single {type(values).__name__}; wrap it in a list")
+    try:
+        values = list(values)
+    except TypeError:
+        raise TypeError(f"{name} must be a list of strings, got {type(values).__name__}") from None
+    for i, v in enumerate(values):
+        if not isinstance(v, str):
+            raise TypeError(f"{name}[{i}] must be a str, got {type(v).__name__}"
+                            + ("; use score_texts for texts without a prompt" if v is None and name == "prompts" else ""))
+        if _SURROGATE.search(v):
+            raise ValueError(f"{name}[{i}] holds a lone surrogate (\\ud800-\\udfff without its pair), which is not text")
+    return values
 
 
 def _tokenizer_dir(tokenizer: str | None, model_dir: Path, cfg: ModelConfig, revision: str | None) -> Path:

@@ -290,7 +290,8 @@ def save_model(model: torch.nn.Module, out_dir: str | Path, tokenizer_dir: str |
     """
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    # hidden and ending in .tmp: what a kill leaves is recognisable (train's start-up cleanup removes it)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
     try:
         save_file(hf_state_dict(model), str(tmp / SAFETENSORS), metadata={"format": "pt"})
         if tokenizer_dir is not None:

@@ -66,11 +66,13 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("running")
     g.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available; torchrun sets it per rank)")
     g.add_argument("--attention", choices=["sdpa", "eager", "triton"], help="attention backend (default: sdpa)")
-    g.add_argument("--log-every", type=int, default=10, help="write train metrics every N steps (default 10)")
+    g.add_argument("--log-every", type=int, default=10, help="write train metrics every N steps (default 10; 0: never)")
     g.add_argument("--eval-every", type=int, default=0, help="evaluate every N steps (default: at the end only)")
     g.add_argument("--save-every", type=int, default=0, help="checkpoint every N steps (default: at the end only)")
-    g.add_argument("--save-total-limit", type=int, default=2, help="checkpoints kept (default 2)")
+    g.add_argument("--save-total-limit", type=int, default=2, help="checkpoints kept (default 2; 0: all)")
     g.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --output")
+    g.add_argument("--overwrite", action="store_true", help="replace the run (trained model, metrics, "
+                                                            "checkpoints) already in --output")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     g = p.add_argument_group("CHAI's Pygmalion chat format")
     g.add_argument("--bot-name", default="Bot")
@@ -131,6 +133,7 @@ def config_from_args(args) -> "TrainConfig":  # noqa: F821
         group_by_length=args.group_by_length, device=args.device, attention=args.attention,
         seed=pick("seed", r.seed), log_every=args.log_every, eval_every=args.eval_every,
         save_every=args.save_every, save_total_limit=args.save_total_limit, resume=args.resume,
+        overwrite=args.overwrite,
         progress=not args.no_progress and sys.stderr.isatty(),
         chat_names={"bot_name": args.bot_name, "user_name": args.user_name, "memory": args.memory},
     )

@@ -14,16 +14,20 @@ One function, `train(cfg)`, read top to bottom:
 A checkpoint (`OUTPUT/checkpoints/step-NNNNNNN/`) holds the model in HF layout plus
 `trainer_state.pt`: optimizer, GradScaler, RNG states and the step, which is also the data
 position. It is written to a temporary directory and renamed into place, so a run killed
-at any moment leaves the previous checkpoint intact; `resume` picks the newest complete one.
+at any moment leaves the previous checkpoint intact; `resume` picks the newest whole one (a damaged
+one is skipped with a warning). Old checkpoints are renamed to a hidden name before they are deleted,
+and what a kill leaves (hidden temporary folders) is removed when the next run starts.
 """
 
 from __future__ import annotations
 
+import glob
 import json
 import math
 import os
 import random
 import shutil
+import sys
 import tempfile
 import time
 from contextlib import nullcontext
@@ -102,6 +106,7 @@ class TrainConfig:
     save_every: int = 0
     save_total_limit: int = 2
     resume: bool = False
+    overwrite: bool = False  # replace a finished run (or an interrupted one's checkpoints) in `output`
     progress: bool = True
     tokenizer: str | None = None
     revision: str | None = None
@@ -114,17 +119,34 @@ class TrainConfig:
             raise MinirmError(f"unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
         if self.schedule not in SCHEDULES:
             raise MinirmError(f"unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
+        if self.resume and self.overwrite:
+            raise MinirmError("--resume and --overwrite contradict each other: --resume continues the run in "
+                              "--output, --overwrite starts it over; pass one")
+        # every number, for type, finiteness and range (argparse's float() takes 'nan' and 'inf')
         for name in ("batch_size", "grad_accum", "max_length"):
-            if getattr(self, name) < 1:
-                raise MinirmError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise MinirmError(f"--max-steps must be at least 1, got {self.max_steps}")
-        if self.max_steps is None and not self.epochs > 0:
-            raise MinirmError(f"--epochs must be positive, got {self.epochs}")
-        if not 0 <= self.eval_fraction < 1:
-            raise MinirmError(f"--eval-fraction must be in [0, 1), got {self.eval_fraction}")
-        if self.lr <= 0:
-            raise MinirmError(f"--lr must be positive, got {self.lr}")
+            _check_number(name, getattr(self, name), integer=True, low=1)
+        _check_number("eval_batch_size", self.eval_batch_size, integer=True, low=1, optional=True)
+        _check_number("max_steps", self.max_steps, integer=True, low=1, optional=True)
+        _check_number("epochs", self.epochs, low=0, low_open=True)
+        _check_number("eval_fraction", self.eval_fraction, low=0, high=1, high_open=True)
+        _check_number("lr", self.lr, low=0, low_open=True, hint="e.g. 5e-5")
+        _check_number("weight_decay", self.weight_decay, low=0, hint="0 for none")
+        _check_number("warmup_steps", self.warmup_steps, integer=True, low=0)
+        _check_number("max_grad_norm", self.max_grad_norm, low=0, low_open=True, optional=True,
+                      hint="0 for no clipping")
+        _check_number("center_rewards_coefficient", self.center_rewards_coefficient, low=0, optional=True,
+                      hint="TRL uses 0.01")
+        _check_number("eps", self.eps, low=0, low_open=True, flag="the optimizer's eps")
+        if not (isinstance(self.betas, (tuple, list)) and len(self.betas) == 2):
+            raise MinirmError(f"the optimizer's betas must be two numbers in [0, 1), got {self.betas!r}")
+        for b in self.betas:
+            _check_number("betas", b, low=0, high=1, high_open=True, flag="the optimizer's betas")
+        for name in ("log_every", "eval_every", "save_every"):
+            _check_number(name, getattr(self, name), integer=True, low=0, hint="0 for never")
+        _check_number("save_total_limit", self.save_total_limit, integer=True, low=0, hint="0 keeps them all")
+        _check_number("seed", self.seed, integer=True, low=0, high=2**32 - 1)
+        if not isinstance(self.output, (str, os.PathLike)) or not str(self.output).strip():
+            raise MinirmError(f"--output must be a directory path, got {self.output!r}")
         if not self.data:
             raise MinirmError("no training data: pass --data FILE_OR_HUB_ID")
         for src in self.data + self.eval_data:
@@ -134,6 +156,35 @@ class TrainConfig:
             if kind not in LOSS_KINDS[self.loss]:
                 raise MinirmError(f"the {self.loss} loss cannot train on {kind} data (adapter {src.adapter!r}); "
                                   f"it takes {' or '.join(LOSS_KINDS[self.loss])} examples")
+
+
+def _check_number(name: str, value, *, integer: bool = False, low=None, high=None, low_open: bool = False,
+                  high_open: bool = False, optional: bool = False, hint: str = "", flag: str | None = None) -> None:
+    """One option's value: the right type, finite, in range; else a one-line MinirmError naming --flag."""
+    flag = flag or "--" + name.replace("_", "-")
+    if value is None and optional:
+        return
+    if integer:
+        ok_type = isinstance(value, int) and not isinstance(value, bool)
+    else:
+        ok_type = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not ok_type:
+        raise MinirmError(f"{flag} must be {'a whole number' if integer else 'a number'}, got {value!r}")
+    if not math.isfinite(value):
+        raise MinirmError(f"{flag} must be a finite number, got {value}" + (f" ({hint})" if hint else ""))
+    too_low = low is not None and (value <= low if low_open else value < low)
+    too_high = high is not None and (value >= high if high_open else value > high)
+    if too_low or too_high:
+        def fmt(x):
+            return str(x) if isinstance(x, int) else f"{x:g}"
+
+        if low is not None and high is not None:
+            want = f"in {'(' if low_open else '['}{fmt(low)}, {fmt(high)}{')' if high_open else ']'}"
+        elif low_open:
+            want = "positive" if low == 0 else f"above {fmt(low)}"
+        else:
+            want = f"at least {fmt(low)}"
+        raise MinirmError(f"{flag} must be {want}, got {value}" + (f" ({hint})" if hint else ""))
 
 
 # --- distributed ------------------------------------------------------------------------
@@ -299,14 +350,45 @@ def save_checkpoint(output: Path, step: int, model, optimizer, scaler, tokenizer
         }
         torch.save(state, tmp / STATE_FILE)
         _fsync_dir(tmp)
-        if final.exists():
-            shutil.rmtree(final)
+        if final.exists():  # a checkpoint of this step from before a resume (or a damaged one): set it aside
+            _discard(final)
         os.replace(tmp, final)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     for old in checkpoint_dirs(output)[:-keep] if keep > 0 else []:
-        shutil.rmtree(old, ignore_errors=True)
+        _discard(old)
     return final
+
+
+def _discard(folder: Path) -> None:
+    """Delete a checkpoint so that a kill at any moment leaves it whole or gone: it is renamed to a
+    hidden name first (one atomic step), and the start-up cleanup removes what a kill leaves there."""
+    doomed = folder.with_name(f".{folder.name}.deleting.tmp")
+    shutil.rmtree(doomed, ignore_errors=True)
+    os.replace(folder, doomed)
+    shutil.rmtree(doomed, ignore_errors=True)
+
+
+def clean_leftovers(output: Path) -> list[Path]:
+    """Remove what killed saves and deletions leave: hidden temporary folders and files in
+    OUTPUT/checkpoints/ (a checkpoint being written, the model save inside it, a checkpoint being
+    deleted), step-N folders without a trainer state (deleted half-way by older versions), and the
+    hidden temporary folder of a killed final model save beside OUTPUT."""
+    removed = []
+    root = output / "checkpoints"
+    if root.is_dir():
+        for p in root.iterdir():
+            if p.name.startswith(".") or (p.name.startswith("step-") and p.is_dir()
+                                          and not (p / STATE_FILE).is_file()):
+                removed.append(p)
+    if output.parent.is_dir():
+        removed += [p for p in output.parent.glob(f".{glob.escape(output.name)}.*.tmp") if p.is_dir()]
+    for p in removed:
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+    return removed
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -322,6 +404,21 @@ def load_trainer_state(ckpt: Path) -> dict:
     except Exception as e:  # noqa: BLE001 - any failure means this checkpoint is unusable
         raise MinirmError(f"{ckpt / STATE_FILE}: cannot be read ({str(e).splitlines()[0] if str(e) else e!r}); "
                           "delete this checkpoint directory to resume from the one before") from None
+
+
+def load_checkpoint(ckpt: Path, device) -> tuple[dict, torch.nn.Module]:
+    """(trainer state, model) of one checkpoint; MinirmError when either is damaged."""
+    from .checkpoint import load_model
+
+    state = load_trainer_state(ckpt)
+    missing = [k for k in ("step", "optimizer", "scaler", "rng") if k not in state]
+    if missing:
+        raise MinirmError(f"{ckpt / STATE_FILE}: holds no {', '.join(missing)}")
+    try:
+        saved, _ = load_model(ckpt, torch.float32, device)
+    except MinirmError as e:
+        raise MinirmError(str(e).split("; re-download")[0]) from None
+    return state, saved
 
 
 def restore_rng(rng: dict) -> None:
@@ -347,8 +444,20 @@ class MetricsLog:
             return
         kept = []
         if resume_step is not None and path.is_file():
-            kept = [line for line in path.read_text(encoding="utf-8").splitlines()
-                    if line.strip() and json.loads(line).get("step", 0) <= resume_step]
+            lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+            for n, line in enumerate(lines, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    if n == len(lines):  # the last row, half-written when the run was killed: drop it
+                        print(f"warning: {path}:{n}: dropped a half-written row", file=sys.stderr, flush=True)
+                        break
+                    raise MinirmError(f"{path}:{n}: not a JSON row; delete that line (or the file) and "
+                                      "resume again") from None
+                if isinstance(row, dict) and row.get("step", 0) <= resume_step:
+                    kept.append(line)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
 
@@ -398,6 +507,7 @@ def train(cfg: TrainConfig) -> dict:
     cfg.validate()
     d, device = setup_distributed(cfg.device)
     output = Path(cfg.output)
+    check_output(output, cfg)  # before any model or data is loaded
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
 
@@ -449,29 +559,40 @@ def train(cfg: TrainConfig) -> dict:
                    "step_size": step_size, "seed": cfg.seed}
 
     start = 0
+    resumed: dict = {}
     if cfg.resume:
-        ckpts = checkpoint_dirs(output)
-        if ckpts:
-            state = load_trainer_state(ckpts[-1])
+        ckpts, skipped = checkpoint_dirs(output), []
+        for ckpt in reversed(ckpts):  # the newest checkpoint that is whole
+            try:
+                state, saved = load_checkpoint(ckpt, device)
+            except MinirmError as e:
+                skipped.append(f"{ckpt.name} ({e})")
+                continue
+            if d.main:
+                for reason in skipped:
+                    print(f"warning: skipping damaged checkpoint {reason}; resuming from {ckpt.name}",
+                          file=sys.stderr, flush=True)
             if state.get("data") != fingerprint:
-                raise MinirmError(f"{ckpts[-1]}: was saved for other data or batch settings ({state.get('data')}, "
+                raise MinirmError(f"{ckpt}: was saved for other data or batch settings ({state.get('data')}, "
                                   f"now {fingerprint}); resume with the same --data, --batch-size and --seed")
-            from .checkpoint import load_model
-
-            saved, _ = load_model(ckpts[-1], torch.float32, device)
             model.load_state_dict(saved.state_dict())
+            del saved
             optimizer.load_state_dict(state["optimizer"])
             scaler.load_state_dict(state["scaler"])
             restore_rng(state["rng"])
-            start = state["step"]
+            start, resumed = state["step"], state
             if d.main:
-                print(f"resuming from {ckpts[-1]} at step {start}/{total}", flush=True)
-    elif d.main and checkpoint_dirs(output):
-        raise MinirmError(f"{output} already holds checkpoints of a run; pass --resume to continue it, "
-                          "or choose another --output")
+                print(f"resuming from {ckpt} at step {start}/{total}", flush=True)
+            break
+        else:
+            raise MinirmError(f"--resume: no checkpoint in {output / 'checkpoints'} is whole (newest: "
+                              f"{skipped[0]}); run with --overwrite to start over")
     if d.main:
-        for leftover in (output / "checkpoints").glob(".step-*.tmp") if (output / "checkpoints").is_dir() else []:
-            shutil.rmtree(leftover, ignore_errors=True)  # a save that was killed half-way
+        clean_leftovers(output)  # what a kill during a save or a checkpoint's deletion left
+        if cfg.overwrite and not cfg.resume:  # the old run's files go; its model is replaced at the end
+            shutil.rmtree(output / "checkpoints", ignore_errors=True)
+            for name in ("summary.json", "metrics.jsonl", "curves.png"):
+                (output / name).unlink(missing_ok=True)
         (output / "train_config.json").parent.mkdir(parents=True, exist_ok=True)
         (output / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
 
@@ -495,9 +616,11 @@ def train(cfg: TrainConfig) -> dict:
                disable=not (cfg.progress and d.main))
     model.train()
     last_eval: dict = {}
-    window: list[dict] = []
-    train_seconds, examples_seen = 0.0, 0  # time in optimizer steps only: not eval, not saves
-    window_seconds, window_examples = 0.0, 0
+    # the steps since the last train row, and the counters, come back on resume: a resumed run logs
+    # the same rows as an uninterrupted one (examples_per_s aside, which is measured)
+    window: list[dict] = list(resumed.get("window", []))
+    train_seconds, examples_seen = resumed.get("train_seconds", 0.0), resumed.get("examples_seen", 0)
+    window_seconds, window_examples = resumed.get("window_seconds", 0.0), resumed.get("window_examples", 0)
     for step in range(start, total):
         t_step = time.perf_counter()
         set_lr(optimizer, cfg.lr * lr_factor(step, total, cfg.warmup_steps, cfg.schedule))
@@ -521,6 +644,10 @@ def train(cfg: TrainConfig) -> dict:
         scaler.unscale_(optimizer)
         max_norm = cfg.max_grad_norm if cfg.max_grad_norm else float("inf")
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm).item()
+        # checked on the scalars already read above (no extra GPU sync), before the step can spoil the
+        # weights; under fp16 a non-finite gradient is the GradScaler's to handle (it skips the step)
+        if not math.isfinite(grad_norm) and cfg.precision != "fp16":
+            _diverged("gradient norm", grad_norm, step + 1, cfg)
         scaler.step(optimizer)
         scaler.update()
         optimizer.zero_grad(set_to_none=True)
@@ -530,6 +657,8 @@ def train(cfg: TrainConfig) -> dict:
             shared = torch.tensor([step_loss], device=device)
             dist.all_reduce(shared)
             step_loss = shared.item()
+        if not math.isfinite(step_loss):  # the same on every rank (all-reduced)
+            _diverged("loss", step_loss, step + 1, cfg)
 
         elapsed = time.perf_counter() - t_step
         train_seconds += elapsed
@@ -555,8 +684,12 @@ def train(cfg: TrainConfig) -> dict:
                                                       if isinstance(v, float)))
         if cfg.save_every and done % cfg.save_every == 0 and done < total:
             if d.main:
+                _check_finite(model, done, cfg)
                 save_checkpoint(output, done, model, optimizer, scaler, tok_dir,
-                                {"data": fingerprint, "config": asdict(cfg)}, cfg.save_total_limit)
+                                {"data": fingerprint, "config": asdict(cfg), "window": window,
+                                 "window_seconds": window_seconds, "window_examples": window_examples,
+                                 "train_seconds": train_seconds, "examples_seen": examples_seen},
+                                cfg.save_total_limit)
             if d.world > 1:
                 dist.barrier()
     bar.close()
@@ -565,6 +698,7 @@ def train(cfg: TrainConfig) -> dict:
     summary = {"steps": total, "examples": examples_seen, "seconds": train_seconds, "output": str(output),
                "new_parameters": fresh, "eval": {k: v for k, v in last_eval.items() if k not in ("step", "split")}}
     if d.main:
+        _check_finite(model, total, cfg)
         save_model(model, output, tok_dir, into_existing=True)
         png = plot_curves(log.rows(), output / "curves.png")
         summary["plot"] = str(png) if png else None
@@ -572,6 +706,56 @@ def train(cfg: TrainConfig) -> dict:
     if d.world > 1:
         dist.barrier()
     return summary
+
+
+def _diverged(what: str, value: float, step: int, cfg: TrainConfig) -> None:
+    fix = f"lower --lr (now {cfg.lr:g})" + (", or train in bf16 or fp32 instead of fp16" if cfg.precision == "fp16"
+                                             else ", or clip harder with --max-grad-norm")
+    raise MinirmError(f"training diverged: the {what} became {value} at step {step}; nothing of that step was "
+                      f"saved (earlier checkpoints are intact); {fix}, and start again or --resume")
+
+
+def _check_finite(model: torch.nn.Module, step: int, cfg: TrainConfig) -> None:
+    """A save never writes a non-finite model (one sync per save, not per step)."""
+    if not bool(torch.stack([torch.isfinite(p).all() for p in model.parameters()]).all()):
+        _diverged("model's weights", float("nan"), step, cfg)
+
+
+def check_output(output: Path, cfg: TrainConfig) -> None:
+    """Before any work: OUTPUT is (or can become) a writable directory, and what it already holds
+    fits the request (--resume needs a checkpoint; a finished run is replaced only with --overwrite)."""
+    probe = output
+    while not probe.exists() and not probe.is_symlink() and probe.parent != probe:
+        probe = probe.parent
+    if not probe.is_dir():
+        where = "is a file" if probe == output else f"cannot be made: {probe} is a file"
+        raise MinirmError(f"--output {output} {where}, not a directory; choose another --output")
+    try:
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError as e:
+        raise MinirmError(f"--output {output}: cannot write in {probe} ({e.strerror or e}); choose another "
+                          "--output, or make it writable") from None
+    for name in ("checkpoints", "metrics.jsonl", "model.safetensors", "summary.json"):
+        p = output / name
+        if p.exists() and p.is_dir() != (name == "checkpoints"):
+            raise MinirmError(f"--output {output}: {p} is a {'file' if name == 'checkpoints' else 'directory'}; "
+                              "move it away or choose another --output")
+    ckpts = checkpoint_dirs(output)
+    finished = [name for name in ("summary.json", "model.safetensors") if (output / name).is_file()]
+    if cfg.resume and not ckpts:
+        if finished:
+            raise MinirmError(f"--resume: {output} holds a finished run ({', '.join(finished)}) and no checkpoint "
+                              "to continue from; pass --overwrite instead to train it again, or another --output")
+        raise MinirmError(f"--resume: {output} holds no checkpoint to resume from (checkpoints/step-N/ with "
+                          f"{STATE_FILE}); run without --resume to start a new run")
+    if not cfg.resume and not cfg.overwrite:
+        if ckpts:
+            raise MinirmError(f"{output} already holds checkpoints of a run; pass --resume to continue it, "
+                              "--overwrite to start over, or choose another --output")
+        if finished:
+            raise MinirmError(f"{output} already holds a trained model ({', '.join(finished)}); pass --overwrite "
+                              "to replace it, or choose another --output")
 
 
 def _load(src: DataSource, num_labels: int) -> list[Example]:

@@ -185,30 +185,34 @@ def dumps_row(row) -> str:
     return json.dumps(row, ensure_ascii=False, allow_nan=False)
 
 
-def check_output_path(path: str | Path, option: str = "--output") -> None:
-    """Fail now, before any work, if `path` cannot be written as a file (one line naming it).
+def writable_ancestor(folder: Path, option: str, shown: Path | None = None) -> Path:
+    """The nearest existing folder at or above `folder`, checked to be a folder we can create
+    files in; otherwise one line naming `option` and `shown` (the path the user gave, default
+    `folder`). Missing folders below it are created on writing."""
+    shown = shown or folder
+    ancestor = folder
+    while not ancestor.exists() and not ancestor.is_symlink() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent  # a dangling link stops the walk: the probe below reports it
+    if ancestor.exists() and not ancestor.is_dir():
+        where = "is a file" if ancestor == shown else f"cannot be made: {ancestor} is a file"
+        raise MinirmError(f"{option} {shown} {where}, not a directory; give a path inside a directory")
+    try:
+        with tempfile.TemporaryFile(dir=ancestor):  # a real file: os.access says yes to root
+            pass
+    except OSError as e:
+        raise MinirmError(f"{option} {shown}: cannot write in {ancestor} ({e.strerror or e}); "
+                          "give a path in a writable directory") from None
+    return ancestor
 
-    A missing parent is fine (it is created on writing) as long as its nearest existing
-    ancestor is a directory we can create files in."""
+
+def check_output_path(path: str | Path, option: str = "--output") -> None:
+    """Fail now, before any work, if `path` cannot be written as a file (one line naming it)."""
     path = Path(path)
     if path.is_dir():
         raise MinirmError(f"{option} {path}: is a directory; give a file path such as {path / 'scored.jsonl'}")
     if path.exists() and not path.is_file():
         raise MinirmError(f"{option} {path}: exists and is not a regular file; give another path")
-    ancestor = path.parent
-    while not ancestor.exists() and ancestor != ancestor.parent:
-        if ancestor.is_symlink():
-            break  # a dangling link: the probe below reports it
-        ancestor = ancestor.parent
-    if ancestor.exists() and not ancestor.is_dir():
-        raise MinirmError(f"{option} {path}: {ancestor} is a file, not a directory; give a path inside a directory")
-    try:
-        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=ancestor)
-    except OSError as e:
-        raise MinirmError(f"{option} {path}: cannot write in {ancestor} ({e.strerror}); "
-                          "give a path in a writable directory") from None
-    os.close(fd)
-    os.unlink(probe)
+    writable_ancestor(path.parent, option, shown=path)
 
 
 def _new_file_mode(path: Path) -> int:

@@ -41,6 +41,7 @@ from . import losses
 from .attention import AttentionBatch
 from .checkpoint import load_for_training, save_model
 from .data import ADAPTER_KINDS, Example, load_examples, split_holdout
+from .records import writable_ancestor
 from .errors import MinirmError
 from .hub import resolve_model
 from .optim import SCHEDULES, build_optimizer, lr_factor, set_lr
@@ -724,18 +725,7 @@ def _check_finite(model: torch.nn.Module, step: int, cfg: TrainConfig) -> None:
 def check_output(output: Path, cfg: TrainConfig) -> None:
     """Before any work: OUTPUT is (or can become) a writable directory, and what it already holds
     fits the request (--resume needs a checkpoint; a finished run is replaced only with --overwrite)."""
-    probe = output
-    while not probe.exists() and not probe.is_symlink() and probe.parent != probe:
-        probe = probe.parent
-    if not probe.is_dir():
-        where = "is a file" if probe == output else f"cannot be made: {probe} is a file"
-        raise MinirmError(f"--output {output} {where}, not a directory; choose another --output")
-    try:
-        with tempfile.TemporaryFile(dir=probe):
-            pass
-    except OSError as e:
-        raise MinirmError(f"--output {output}: cannot write in {probe} ({e.strerror or e}); choose another "
-                          "--output, or make it writable") from None
+    writable_ancestor(output, "--output")
     for name in ("checkpoints", "metrics.jsonl", "model.safetensors", "summary.json"):
         p = output / name
         if p.exists() and p.is_dir() != (name == "checkpoints"):

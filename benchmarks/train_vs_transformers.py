@@ -119,8 +119,8 @@ def run_minirm(cfg: dict, grouped: bool) -> dict:
         seen["train"], seen["eval"] = [e.where for e in tr], [e.where for e in ev]
         return tr, ev
 
-    def encode_spy(examples, tokenizer, chat_names):
-        out = real_encode(examples, tokenizer, chat_names)
+    def encode_spy(examples, tokenizer):
+        out = real_encode(examples, tokenizer)
         seen["encoded"].append([ex.ids for ex in out])
         return out
 

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from .errors import MinirmError, cli_main
+from .errors import CliParser, MinirmError, cli_main
 from .hub import ALIAS_NOTES, ALIASES
 
 EPILOG = """examples:
@@ -41,7 +41,7 @@ def _is_text(value: str) -> bool:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = CliParser(
         prog="score.py", description="Score (prompt, response) pairs with a reward model, as transformers does.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -61,9 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     p.add_argument("--attention", choices=["sdpa", "eager", "triton"], help="default: triton on CUDA, sdpa otherwise")
     p.add_argument("--alpha", type=float, help="output scale of the older Aira regression model (its forward argument; default 1)")
-    p.add_argument("--bot-name", default="Bot", help="bot name in the Pygmalion chat format (CHAI)")
-    p.add_argument("--user-name", default="User", help="user name in the Pygmalion chat format (CHAI)")
-    p.add_argument("--memory", default="", help="bot persona in the Pygmalion chat format (CHAI)")
+    p.add_argument("--bot-name", help="bot name in the Pygmalion chat format of GPT-2 chat models (default Bot)")
+    p.add_argument("--user-name", help="user name in the Pygmalion chat format (default User)")
+    p.add_argument("--memory", help="bot persona in the Pygmalion chat format (default: empty)")
     p.add_argument("--oa-rank", action="store_true",
                    help="OpenAssistant's rank_model_fn: 'text' rows are 'prompt[SEP]response', and a response "
                         "of fewer than 4 distinct characters scores -4")
@@ -118,8 +118,8 @@ def run(argv: list[str] | None = None) -> int:
         args.model, revision=args.revision, device=args.device, dtype=args.dtype, max_length=args.max_length,
         truncation_side=args.truncation_side, tokenizer=args.tokenizer, attention=args.attention,
         batch_size=args.batch_size, alpha=args.alpha,
+        chat_names={"bot_name": args.bot_name, "user_name": args.user_name, "memory": args.memory},
     )
-    scorer.chat_names = {"bot_name": args.bot_name, "user_name": args.user_name, "memory": args.memory}
     scorer.oa_rank = args.oa_rank
     if rows is None:
         scores = scorer.score_samples([Sample.pair(args.prompt, r) for r in args.responses],

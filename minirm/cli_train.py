@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from .errors import MinirmError, cli_main
+from .errors import CliParser, MinirmError, cli_main
 
 EPILOG = """examples:
   python train.py --list-recipes
@@ -27,7 +27,7 @@ matplotlib), summary.json and checkpoints/step-N/ for --resume.
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = CliParser(
         prog="train.py", description="Train a reward model with a model card's recipe, on minirm's own models.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -75,9 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                             "checkpoints) already in --output")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     g = p.add_argument_group("CHAI's Pygmalion chat format")
-    g.add_argument("--bot-name", default="Bot")
-    g.add_argument("--user-name", default="User")
-    g.add_argument("--memory", default="", help="the bot's persona")
+    g.add_argument("--bot-name", help="bot name in the Pygmalion chat format of GPT-2 chat models (default Bot)")
+    g.add_argument("--user-name", help="user name in the Pygmalion chat format (default User)")
+    g.add_argument("--memory", help="the bot's persona in the Pygmalion chat format (default: empty)")
     return p
 
 

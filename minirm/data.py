@@ -32,7 +32,7 @@ from typing import Callable
 
 from .errors import MinirmError
 from .formats import ChatTurn
-from .hub import REPO_ID, _cache_dir, download_hint, require_hub
+from .hub import REPO_ID, download_hint, hub_cache_dir, require_hub
 from .records import Sample, parse_jsonl, transcript_sample
 
 DATA_SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".parquet")
@@ -165,7 +165,7 @@ def _hub_snapshot(repo_id: str, revision: str | None) -> Path:
     # download records the repo's whole file list (trees/<commit>.json), and a lookup for every
     # file would call a snapshot without its README or loading script incomplete, so a dataset
     # minirm downloaded could not be read again offline.
-    args = dict(repo_type="dataset", revision=revision, cache_dir=_cache_dir(),
+    args = dict(repo_type="dataset", revision=revision, cache_dir=hub_cache_dir(),
                 allow_patterns=[f"*{s}" for s in DATA_SUFFIXES])
     try:
         return Path(snapshot_download(repo_id, local_files_only=True, **args))

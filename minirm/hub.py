@@ -47,10 +47,13 @@ def offline() -> bool:
 def resolve_model(name: str, revision: str | None = None, files: str = "model") -> Path:
     """Local directory holding `name`'s files. files="model" fetches weights, "tokenizer" only metadata."""
     path = Path(name).expanduser()
-    if path.is_dir():
-        return path
     option, local = ("--tokenizer", "a local tokenizer directory") if files == "tokenizer" else (
         "--model", "a local checkpoint directory")
+    if path.is_dir():
+        if revision is not None:  # a folder has no revisions: ignoring the option would score the wrong weights
+            raise MinirmError(f"--revision {revision} applies to Hub repos, but {option} {name!r} is a local "
+                              "directory; drop --revision, or give the Hub repo id (org/name) to read that revision")
+        return path
     if path.exists():
         raise MinirmError(f"{option} {name!r} is a file; give the directory that holds it")
     repo_id = ALIASES.get(name, name)
@@ -70,7 +73,7 @@ def download_hint(repo_id: str, revision: str | None, repo_type: str, local: str
     """What to do when `repo_id` is not cached: the command that fetches it, or a local stand-in."""
     flags = (" --repo-type dataset" if repo_type == "dataset" else "") + (f" --revision {revision}" if revision else "")
     return (f"download it where the Hub is reachable with `hf download {repo_id}{flags}` and copy the cache "
-            f"({_cache_dir() or '~/.cache/huggingface/hub'}), or pass {local}")
+            f"({hub_cache_dir() or '~/.cache/huggingface/hub'}), or pass {local}")
 
 
 def require_hub(label: str, hint: str) -> None:
@@ -95,7 +98,7 @@ def hub_reachable(timeout: float = 5.0) -> tuple[bool, str]:
     return True, ""
 
 
-def _cache_dir() -> str | None:
+def hub_cache_dir() -> str | None:
     return os.environ.get("HF_HUB_CACHE") or None  # None: huggingface_hub's default
 
 
@@ -118,7 +121,7 @@ def _from_cache(repo_id: str, revision: str | None, files: str) -> Path | None:
 
     for weights in ([SAFETENSORS_FILES, BIN_FILES] if files == "model" else [[]]):
         try:
-            folder = Path(snapshot_download(repo_id, revision=revision, cache_dir=_cache_dir(), local_files_only=True,
+            folder = Path(snapshot_download(repo_id, revision=revision, cache_dir=hub_cache_dir(), local_files_only=True,
                                             allow_patterns=METADATA + weights))
         except (LocalEntryNotFoundError, FileNotFoundError, ValueError):
             continue
@@ -139,7 +142,7 @@ def _download(repo_id: str, revision: str | None, files: str, hint: str) -> Path
             listing = HfApi().list_repo_files(repo_id, revision=revision)
             has_safetensors = any(f.endswith(".safetensors") for f in listing)
             patterns += SAFETENSORS_FILES if has_safetensors else BIN_FILES
-        folder = snapshot_download(repo_id, revision=revision, cache_dir=_cache_dir(), allow_patterns=patterns,
+        folder = snapshot_download(repo_id, revision=revision, cache_dir=hub_cache_dir(), allow_patterns=patterns,
                                    etag_timeout=10)
     except RevisionNotFoundError:
         raise MinirmError(f"{repo_id} has no revision {revision!r}; check --revision") from None

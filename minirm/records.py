@@ -119,11 +119,16 @@ _MAYBE_SURROGATE = re.compile(r"\\u[dD][89a-fA-F]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
+def has_lone_surrogate(text: str) -> bool:
+    """True for a str that cannot be encoded as UTF-8: a \ud800-\udfff without its pair."""
+    return _SURROGATE.search(text) is not None
+
+
 def _surrogate_field(row: dict) -> str | None:
     """The top-level field (or key) of a parsed row that holds a lone surrogate, if any."""
     def bad(value) -> bool:
         if isinstance(value, str):
-            return _SURROGATE.search(value) is not None
+            return has_lone_surrogate(value)
         if isinstance(value, dict):
             return any(bad(k) or bad(v) for k, v in value.items())
         if isinstance(value, list):

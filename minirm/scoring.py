@@ -14,19 +14,19 @@ How a score is made from the logits:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
 import torch
 
 from .attention import AttentionBatch, check_backend, default_backend
 from .checkpoint import load_model
+from .models import supports_packed
 from .config import ModelConfig
-from .errors import MinirmError
-from .hub import BASE_TOKENIZERS, resolve_model
+from .errors import MinirmError, check_number
+from .hub import resolve_model
 from .openassistant import oa_empty_response, oa_rank_pair_scores, split_oa_text
-from .records import _SURROGATE, Sample
-from .tokenizer import RewardTokenizer, has_tokenizer, load_tokenizer
+from .records import Sample, has_lone_surrogate
+from .tokenizer import RewardTokenizer, find_tokenizer, load_tokenizer
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16,
           "fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -56,37 +56,38 @@ class Scorer:
     batch_size: int = 32
     attention: str = "sdpa"
     alpha: float = 1.0
-    chat_names: dict = field(default_factory=dict)  # bot_name / user_name / memory for chat formats
     oa_rank: bool = False  # apply OpenAssistant's rank_model_fn conventions (see openassistant.py)
 
     @classmethod
     def from_pretrained(cls, name: str, revision: str | None = None, device: str | None = None,
                         dtype: str = "float32", max_length: int | None = None, truncation_side: str | None = None,
                         tokenizer: str | None = None, attention: str | None = None, batch_size: int = 32,
-                        alpha: float | None = None) -> "Scorer":
+                        alpha: float | None = None, chat_names: dict | None = None) -> "Scorer":
+        """Everything the caller can get wrong is checked before the weights load: the options,
+        then the config and the tokenizer against them."""
         device = check_device(device)
         if dtype not in DTYPES:
             raise MinirmError(f"unknown --dtype {dtype!r}; choose float32, bfloat16 or float16")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise MinirmError(f"--batch-size must be a whole number of at least 1, got {batch_size!r}")
-        if max_length is not None and (isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1):
-            raise MinirmError(f"--max-length must be a whole number of at least 1, got {max_length!r}")
+        check_number("batch_size", batch_size, integer=True, low=1)
+        check_number("max_length", max_length, integer=True, low=1, optional=True)
+        check_number("alpha", alpha, optional=True)
         if attention is not None:
             check_backend(attention, device)
         model_dir = resolve_model(name, revision)
-        model, cfg = load_model(model_dir, DTYPES[dtype], device)
+        cfg = ModelConfig.from_file(model_dir / "config.json")
         if cfg.num_labels not in (1, 2):
             raise MinirmError(f"{name}: {cfg.num_labels} labels; a reward score needs a 1- or 2-label head")
         if alpha is not None and cfg.family != "bert-reward":
-            raise MinirmError("--alpha applies only to the Aira regression model (model_type bert-reward)")
+            raise MinirmError(f"--alpha applies only to the Aira regression model (model_type bert-reward); "
+                              f"drop it for this {cfg.family} model")
+        packed = supports_packed(cfg.family)
         if attention is None:
-            attention = default_backend(device) if getattr(model, "supports_packed", True) else "sdpa"
-        elif attention == "triton" and not getattr(model, "supports_packed", True):
+            attention = default_backend(device) if packed else "sdpa"
+        elif attention == "triton" and not packed:
             raise MinirmError(f"{cfg.family} attention carries a relative-position bias the triton kernel "
                               "does not take; use --attention sdpa")
-        tok_dir = _tokenizer_dir(tokenizer, model_dir, cfg, revision)
-        tok = load_tokenizer(tok_dir, cfg, max_length, truncation_side)
-        _check_max_length(tok, max_length)
+        tok = load_tokenizer(find_tokenizer(tokenizer, model_dir, cfg), cfg, max_length, truncation_side, chat_names)
+        model, cfg = load_model(model_dir, DTYPES[dtype], device)
         return cls(model, cfg, tok, device, batch_size, attention, 1.0 if alpha is None else alpha)
 
     # --- public API ---------------------------------------------------------------------
@@ -128,7 +129,7 @@ class Scorer:
 
     # --- the pipeline ---------------------------------------------------------------------
     def encode(self, samples: list[Sample]) -> list[list[int]]:
-        return self.tokenizer.encode_samples(samples, self.chat_names)
+        return self.tokenizer.encode_samples(samples)
 
     @torch.inference_mode()
     def score_ids(self, sequences: list[list[int]], progress: bool = False) -> list[float]:
@@ -199,20 +200,6 @@ def check_device(device: str | torch.device | None) -> torch.device:
     return dev
 
 
-def _check_max_length(tok: RewardTokenizer, max_length: int | None) -> None:
-    """A max length must leave room for the special tokens and one token of each text."""
-    if max_length is None:
-        return
-    if tok.pair_input:
-        specials = tok.tokenizer.num_special_tokens_to_add(True)
-        needed, what = specials + 2, f"a (prompt, response) pair needs its {specials} special tokens plus one token each"
-    else:
-        specials = tok.tokenizer.num_special_tokens_to_add(False)
-        needed, what = specials + 1, f"a text needs its {specials} special tokens plus one token"
-    if max_length < needed:
-        raise MinirmError(f"--max-length {max_length} is too short for this model: {what}; use at least {needed}")
-
-
 def _strings(name: str, values) -> list[str]:
     """`values` as a list of str, or a TypeError naming the argument and the first bad item's index."""
     if isinstance(values, (str, bytes)):
@@ -225,20 +212,9 @@ def _strings(name: str, values) -> list[str]:
         if not isinstance(v, str):
             raise TypeError(f"{name}[{i}] must be a str, got {type(v).__name__}"
                             + ("; use score_texts for texts without a prompt" if v is None and name == "prompts" else ""))
-        if _SURROGATE.search(v):
+        if has_lone_surrogate(v):
             raise ValueError(f"{name}[{i}] holds a lone surrogate (\\ud800-\\udfff without its pair), which is not text")
     return values
-
-
-def _tokenizer_dir(tokenizer: str | None, model_dir: Path, cfg: ModelConfig, revision: str | None) -> Path:
-    if tokenizer is not None:
-        return resolve_model(tokenizer, files="tokenizer")
-    if has_tokenizer(model_dir):
-        return model_dir
-    base = BASE_TOKENIZERS.get(cfg.family)
-    if base is None:
-        raise MinirmError(f"{model_dir}: ships no tokenizer; pass --tokenizer DIR_OR_REPO")
-    return resolve_model(base, files="tokenizer")
 
 
 def _progress(total: int, enabled: bool):

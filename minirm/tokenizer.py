@@ -23,7 +23,8 @@ from pathlib import Path
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
 from .config import ModelConfig
-from .errors import MinirmError
+from .errors import MinirmError, check_number
+from .hub import BASE_TOKENIZERS, resolve_model
 from .formats import pygmalion_text
 from .records import Sample
 from .spm import CONTROL, UNIGRAM, USER_DEFINED, read_spm
@@ -31,22 +32,54 @@ from .spm import CONTROL, UNIGRAM, USER_DEFINED, read_spm
 DEFAULT_MAX_LENGTH = 512
 
 
+CHAT_OPTIONS = {"bot_name": "--bot-name", "user_name": "--user-name", "memory": "--memory"}
+
+
 class RewardTokenizer:
     def __init__(self, tokenizer: Tokenizer, cfg: ModelConfig, max_length: int | None = None,
-                 truncation_side: str | None = None):
+                 truncation_side: str | None = None, chat_names: dict | None = None):
         self.tokenizer = tokenizer
         self.cfg = cfg
         self.pair_input = cfg.family != "gpt2"  # GPT-2 models score one formatted text
+        self.chat_names = self._check_chat_names(chat_names or {})
         limit = usable_positions(cfg)
-        self.max_length = min(max_length or DEFAULT_MAX_LENGTH, limit)
+        check_number("max_length", max_length, integer=True, low=1, optional=True)
         if max_length and max_length > limit:
             raise MinirmError(f"--max-length {max_length} exceeds this model's {limit} positions; use at most {limit}")
+        self.max_length = min(max_length or DEFAULT_MAX_LENGTH, limit)
+        self._check_room(self.max_length)
         self.truncation_side = truncation_side or ("left" if cfg.family == "gpt2" else "right")
         if self.truncation_side not in ("left", "right"):
             raise MinirmError(f"truncation side must be 'left' or 'right', not {self.truncation_side!r}")
         tokenizer.no_padding()
         tokenizer.enable_truncation(self.max_length, strategy="longest_first", direction=self.truncation_side)
         self.pad_id = pad_token_id(tokenizer, cfg)
+
+    def _check_chat_names(self, names: dict) -> dict:
+        """The Pygmalion names apply to chat-format (GPT-2) models only; elsewhere they would do nothing."""
+        names = {k: v for k, v in names.items() if v is not None}
+        for key, value in names.items():
+            if key not in CHAT_OPTIONS:
+                raise MinirmError(f"unknown chat name {key!r}; use {', '.join(CHAT_OPTIONS)}")
+            if not isinstance(value, str):
+                raise MinirmError(f"{CHAT_OPTIONS[key]} must be text, got {value!r}")
+        if names and self.pair_input:
+            given = ", ".join(CHAT_OPTIONS[k] for k in names)
+            raise MinirmError(f"{given}: the Pygmalion chat format is for GPT-2 chat models; this "
+                              f"{self.cfg.family} model reads (prompt, response) pairs, so drop the option")
+        return names
+
+    def _check_room(self, max_length: int) -> None:
+        """A max length must leave room for the special tokens and one token of each text: below that,
+        truncation cannot reach the length and a long text would overflow it."""
+        if self.pair_input:
+            specials = self.tokenizer.num_special_tokens_to_add(True)
+            needed, what = specials + 2, f"a (prompt, response) pair needs its {specials} special tokens plus one token each"
+        else:
+            specials = self.tokenizer.num_special_tokens_to_add(False)
+            needed, what = specials + 1, f"a text needs its {specials} special tokens plus one token"
+        if max_length < needed:
+            raise MinirmError(f"--max-length {max_length} is too short for this model: {what}; use at least {needed}")
 
     def encode_pairs(self, prompts: list[str], responses: list[str]) -> list[list[int]]:
         # tokenizer(prompt, "") drops the empty second text (see the module docstring)
@@ -56,7 +89,7 @@ class RewardTokenizer:
     def encode_texts(self, texts: list[str]) -> list[list[int]]:
         return [e.ids for e in self.tokenizer.encode_batch(texts)]
 
-    def encode_samples(self, samples: list[Sample], chat_names: dict | None = None) -> list[list[int]]:
+    def encode_samples(self, samples: list[Sample]) -> list[list[int]]:
         """Format and tokenize, keeping order: the one path that scoring and training share.
 
         Pair models take (prompt, response) as a tokenizer pair; everything else is one text
@@ -71,15 +104,15 @@ class RewardTokenizer:
             for i, e in zip(pairs, encoded):
                 ids[i] = e
         if texts:
-            encoded = self.encode_texts([self.format_text(samples[i], chat_names or {}) for i in texts])
+            encoded = self.encode_texts([self.format_text(samples[i]) for i in texts])
             for i, e in zip(texts, encoded):
                 ids[i] = e
         return ids
 
-    def format_text(self, sample: Sample, chat_names: dict) -> str:
+    def format_text(self, sample: Sample) -> str:
         if self.pair_input or sample.history is None:
             return sample.response if sample.prompt is None else sample.prompt + "\n" + sample.response
-        return pygmalion_text(sample.history, sample.response, **chat_names)
+        return pygmalion_text(sample.history, sample.response, **self.chat_names)
 
 
 def usable_positions(cfg: ModelConfig) -> int:
@@ -101,8 +134,25 @@ def pad_token_id(tokenizer: Tokenizer, cfg: ModelConfig) -> int:
 
 
 def load_tokenizer(tokenizer_dir: str | Path, cfg: ModelConfig, max_length: int | None = None,
-                   truncation_side: str | None = None) -> RewardTokenizer:
-    return RewardTokenizer(read_tokenizer(Path(tokenizer_dir), cfg), cfg, max_length, truncation_side)
+                   truncation_side: str | None = None, chat_names: dict | None = None) -> RewardTokenizer:
+    return RewardTokenizer(read_tokenizer(Path(tokenizer_dir), cfg), cfg, max_length, truncation_side, chat_names)
+
+
+def find_tokenizer(tokenizer: str | None, model_dir: Path, cfg: ModelConfig) -> Path:
+    """The tokenizer's folder: --tokenizer if given, else the checkpoint's own, else its family's
+    base tokenizer (CHAI's GPT-2 repo ships none; its card loads 'gpt2')."""
+    if tokenizer is not None:
+        return resolve_model(tokenizer, files="tokenizer")
+    if has_tokenizer(model_dir):
+        return model_dir
+    base = BASE_TOKENIZERS.get(cfg.family)
+    if base is None:
+        raise MinirmError(f"{model_dir}: ships no tokenizer; pass --tokenizer DIR_OR_REPO")
+    try:
+        return resolve_model(base, files="tokenizer")
+    except MinirmError as e:
+        raise MinirmError(f"{model_dir} ships no tokenizer, and its family's tokenizer {base} could not be "
+                          f"loaded ({e}); pass --tokenizer DIR_OR_REPO") from None
 
 
 def has_tokenizer(folder: Path) -> bool:

@@ -39,14 +39,16 @@ import torch.distributed as dist
 
 from . import losses
 from .attention import AttentionBatch
-from .checkpoint import load_for_training, save_model
+from .checkpoint import load_for_training, reward_config, save_model
+from .config import ModelConfig
 from .data import ADAPTER_KINDS, Example, load_examples, split_holdout
 from .records import writable_ancestor
-from .errors import MinirmError
+from .errors import MinirmError, check_number
 from .hub import resolve_model
+from .models import supports_packed
 from .optim import SCHEDULES, build_optimizer, lr_factor, set_lr
 from .scoring import pad_batch
-from .tokenizer import load_tokenizer
+from .tokenizer import find_tokenizer, load_tokenizer
 
 # which examples each loss takes (the adapters' kinds) and how many heads' outputs it reads
 LOSS_KINDS = {
@@ -125,27 +127,27 @@ class TrainConfig:
                               "--output, --overwrite starts it over; pass one")
         # every number, for type, finiteness and range (argparse's float() takes 'nan' and 'inf')
         for name in ("batch_size", "grad_accum", "max_length"):
-            _check_number(name, getattr(self, name), integer=True, low=1)
-        _check_number("eval_batch_size", self.eval_batch_size, integer=True, low=1, optional=True)
-        _check_number("max_steps", self.max_steps, integer=True, low=1, optional=True)
-        _check_number("epochs", self.epochs, low=0, low_open=True)
-        _check_number("eval_fraction", self.eval_fraction, low=0, high=1, high_open=True)
-        _check_number("lr", self.lr, low=0, low_open=True, hint="e.g. 5e-5")
-        _check_number("weight_decay", self.weight_decay, low=0, hint="0 for none")
-        _check_number("warmup_steps", self.warmup_steps, integer=True, low=0)
-        _check_number("max_grad_norm", self.max_grad_norm, low=0, low_open=True, optional=True,
+            check_number(name, getattr(self, name), integer=True, low=1)
+        check_number("eval_batch_size", self.eval_batch_size, integer=True, low=1, optional=True)
+        check_number("max_steps", self.max_steps, integer=True, low=1, optional=True)
+        check_number("epochs", self.epochs, low=0, low_open=True)
+        check_number("eval_fraction", self.eval_fraction, low=0, high=1, high_open=True)
+        check_number("lr", self.lr, low=0, low_open=True, hint="e.g. 5e-5")
+        check_number("weight_decay", self.weight_decay, low=0, hint="0 for none")
+        check_number("warmup_steps", self.warmup_steps, integer=True, low=0)
+        check_number("max_grad_norm", self.max_grad_norm, low=0, low_open=True, optional=True,
                       hint="0 for no clipping")
-        _check_number("center_rewards_coefficient", self.center_rewards_coefficient, low=0, optional=True,
+        check_number("center_rewards_coefficient", self.center_rewards_coefficient, low=0, optional=True,
                       hint="TRL uses 0.01")
-        _check_number("eps", self.eps, low=0, low_open=True, flag="the optimizer's eps")
+        check_number("eps", self.eps, low=0, low_open=True, flag="the optimizer's eps")
         if not (isinstance(self.betas, (tuple, list)) and len(self.betas) == 2):
             raise MinirmError(f"the optimizer's betas must be two numbers in [0, 1), got {self.betas!r}")
         for b in self.betas:
-            _check_number("betas", b, low=0, high=1, high_open=True, flag="the optimizer's betas")
+            check_number("betas", b, low=0, high=1, high_open=True, flag="the optimizer's betas")
         for name in ("log_every", "eval_every", "save_every"):
-            _check_number(name, getattr(self, name), integer=True, low=0, hint="0 for never")
-        _check_number("save_total_limit", self.save_total_limit, integer=True, low=0, hint="0 keeps them all")
-        _check_number("seed", self.seed, integer=True, low=0, high=2**32 - 1)
+            check_number(name, getattr(self, name), integer=True, low=0, hint="0 for never")
+        check_number("save_total_limit", self.save_total_limit, integer=True, low=0, hint="0 keeps them all")
+        check_number("seed", self.seed, integer=True, low=0, high=2**32 - 1)
         if not isinstance(self.output, (str, os.PathLike)) or not str(self.output).strip():
             raise MinirmError(f"--output must be a directory path, got {self.output!r}")
         if not self.data:
@@ -157,35 +159,6 @@ class TrainConfig:
             if kind not in LOSS_KINDS[self.loss]:
                 raise MinirmError(f"the {self.loss} loss cannot train on {kind} data (adapter {src.adapter!r}); "
                                   f"it takes {' or '.join(LOSS_KINDS[self.loss])} examples")
-
-
-def _check_number(name: str, value, *, integer: bool = False, low=None, high=None, low_open: bool = False,
-                  high_open: bool = False, optional: bool = False, hint: str = "", flag: str | None = None) -> None:
-    """One option's value: the right type, finite, in range; else a one-line MinirmError naming --flag."""
-    flag = flag or "--" + name.replace("_", "-")
-    if value is None and optional:
-        return
-    if integer:
-        ok_type = isinstance(value, int) and not isinstance(value, bool)
-    else:
-        ok_type = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if not ok_type:
-        raise MinirmError(f"{flag} must be {'a whole number' if integer else 'a number'}, got {value!r}")
-    if not math.isfinite(value):
-        raise MinirmError(f"{flag} must be a finite number, got {value}" + (f" ({hint})" if hint else ""))
-    too_low = low is not None and (value <= low if low_open else value < low)
-    too_high = high is not None and (value >= high if high_open else value > high)
-    if too_low or too_high:
-        def fmt(x):
-            return str(x) if isinstance(x, int) else f"{x:g}"
-
-        if low is not None and high is not None:
-            want = f"in {'(' if low_open else '['}{fmt(low)}, {fmt(high)}{')' if high_open else ']'}"
-        elif low_open:
-            want = "positive" if low == 0 else f"above {fmt(low)}"
-        else:
-            want = f"at least {fmt(low)}"
-        raise MinirmError(f"{flag} must be {want}, got {value}" + (f" ({hint})" if hint else ""))
 
 
 # --- distributed ------------------------------------------------------------------------
@@ -229,10 +202,10 @@ class Encoded:
         return max(len(s) for s in self.ids)
 
 
-def encode_examples(examples: list[Example], tokenizer, chat_names: dict) -> list[Encoded]:
+def encode_examples(examples: list[Example], tokenizer) -> list[Encoded]:
     """Tokenize every sample with the tokenizer's one formatting path, the one score.py uses."""
     flat = [s for ex in examples for s in ex.samples]
-    ids = iter(tokenizer.encode_samples(flat, chat_names))
+    ids = iter(tokenizer.encode_samples(flat))
     out = []
     for ex in examples:
         seqs = [next(ids) for _ in ex.samples]
@@ -512,19 +485,21 @@ def train(cfg: TrainConfig) -> dict:
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
 
-    # --- model, tokenizer, data ---
+    # --- config, tokenizer, data: everything that can be wrong is found before the weights load ---
     model_dir = resolve_model(cfg.model, cfg.revision)
-    model, mcfg, fresh = load_for_training(model_dir, cfg.num_labels, cfg.regression_head, device)
-    from .scoring import _tokenizer_dir
-
-    tok_dir = _tokenizer_dir(cfg.tokenizer, model_dir, mcfg, cfg.revision)
-    tokenizer = load_tokenizer(tok_dir, mcfg, cfg.max_length, cfg.truncation_side)
+    mcfg = reward_config(ModelConfig.from_file(model_dir / "config.json"), cfg.num_labels, cfg.regression_head)
+    backend = cfg.attention or "sdpa"
+    if backend == "triton" and (mcfg.attention_dropout or not supports_packed(mcfg.family)):
+        raise MinirmError("the triton kernel has no attention dropout (and no DeBERTa bias); train with "
+                          "--attention sdpa, or set attention_probs_dropout_prob to 0 in config.json")
+    tok_dir = find_tokenizer(cfg.tokenizer, model_dir, mcfg)
+    tokenizer = load_tokenizer(tok_dir, mcfg, cfg.max_length, cfg.truncation_side, cfg.chat_names)
     train_ex = [ex for src in cfg.data for ex in _load(src, mcfg.num_labels)]
     eval_ex = [ex for src in cfg.eval_data for ex in _load(src, mcfg.num_labels)]
     if not eval_ex and cfg.eval_fraction > 0:
         train_ex, eval_ex = split_holdout(train_ex, cfg.eval_fraction, cfg.seed)
-    train_set = encode_examples(train_ex, tokenizer, cfg.chat_names)
-    eval_set = encode_examples(eval_ex, tokenizer, cfg.chat_names)
+    train_set = encode_examples(train_ex, tokenizer)
+    eval_set = encode_examples(eval_ex, tokenizer)
     lengths = [ex.length for ex in train_set]
 
     # --- the plan: steps per epoch, total steps ---
@@ -544,15 +519,12 @@ def train(cfg: TrainConfig) -> dict:
             plans[epoch] = epoch_steps(lengths, step_size, cfg.seed, epoch, cfg.group_by_length, d.world > 1)
         return plans[epoch][step % per_epoch]
 
-    # --- optimizer, precision, checkpointing ---
+    # --- model, optimizer, precision, checkpointing ---
+    model, mcfg, fresh = load_for_training(model_dir, cfg.num_labels, cfg.regression_head, device)
     if cfg.gradient_checkpointing:
         for m in model.modules():
             if hasattr(m, "gradient_checkpointing"):
                 m.gradient_checkpointing = True
-    backend = cfg.attention or "sdpa"
-    if backend == "triton" and (mcfg.attention_dropout or not getattr(model, "supports_packed", True)):
-        raise MinirmError("the triton kernel has no attention dropout (and no DeBERTa bias); train with "
-                          "--attention sdpa, or set attention_probs_dropout_prob to 0 in config.json")
     optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay, cfg.betas, cfg.eps, device)
     amp_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.precision]
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")

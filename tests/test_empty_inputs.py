@@ -105,7 +105,7 @@ def test_training_data_is_encoded_as_the_one_pair_call(model_for, family, tmp_pa
         expected = [[c, r] for c, r in zip(chosen, rejected)]
     data = tmp_path / "rows.jsonl"
     data.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
-    encoded = encode_examples(load_examples(str(data), adapter), tokenizer, {})
+    encoded = encode_examples(load_examples(str(data), adapter), tokenizer)
     assert [e.ids for e in encoded] == expected
 
 

@@ -82,6 +82,7 @@ def test_checkpoint_without_tokenizer_falls_back_to_a_real_repo_id(make_checkpoi
         Scorer.from_pretrained(str(ckpt))
     message = one_line(err)
     assert "google-bert/bert-base-cased" in message and "is not a directory" not in message
+    assert message.startswith(f"{ckpt} ships no tokenizer") and message.endswith("pass --tokenizer DIR_OR_REPO")
 
 
 def test_missing_tokenizer_directory_is_named_as_tokenizer(make_checkpoint, tmp_path):

@@ -389,3 +389,48 @@ def test_positional_nonfinite_score_names_the_response(bert, capsys, monkeypatch
     captured = capsys.readouterr()
     line = one_line_error_from(captured, code)
     assert "RESPONSE" in line and "--dtype float32" in line and captured.out == ""
+
+
+# --- variants: options that would do nothing, or do the wrong thing, for this model -------------
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--alpha", "2"], "--alpha applies only to the Aira regression model"),
+    (["--bot-name", "Ann"], "--bot-name: the Pygmalion chat format is for GPT-2 chat models"),
+    (["--user-name", "Bo", "--memory", ""], "--user-name, --memory: the Pygmalion chat format"),
+    (["--max-length", "3"], "use at least 5"),
+    (["--max-length", "99999"], "exceeds this model's"),
+    (["--revision", "v2"], "--revision v2 applies to Hub repos"),
+], ids=["alpha", "bot-name", "user-name+memory", "max-length-short", "max-length-long", "revision-local"])
+def test_options_the_model_cannot_take_fail_before_the_weights_load(bert, capsys, monkeypatch, argv, needle):
+    fail_if_model_loads(monkeypatch)
+    line = one_line_error(capsys, main(["--model", bert, *argv, "hi", "hello"]), needle)
+    assert "drop" in line or "use" in line
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_alpha_must_be_finite(make_checkpoint, capsys, monkeypatch, value):
+    model_dir = str(make_checkpoint("bert-reward")[0])
+    fail_if_model_loads(monkeypatch)
+    capsys.readouterr()
+    one_line_error(capsys, main(["--model", model_dir, f"--alpha={value}", "hi", "hello"]),
+                   "--alpha must be a finite number")
+
+
+def test_chat_names_shape_the_gpt2_text(make_checkpoint):
+    from minirm.records import Sample
+
+    scorer = Scorer.from_pretrained(str(make_checkpoint("gpt2")[0]), chat_names={"bot_name": "Ann", "memory": "kind"})
+    assert scorer.tokenizer.format_text(Sample.pair("hi", "yo")) == "Ann's Persona: kind\n####\n\n<START>\nUser: hi\nAnn: yo"
+    plain = Scorer.from_pretrained(str(make_checkpoint("gpt2")[0]))
+    assert plain.tokenizer.format_text(Sample.pair("hi", "yo")) == "Bot's Persona: \n####\n\n<START>\nUser: hi\nBot: yo"
+
+
+def test_a_checkpoint_with_no_tokenizer_is_never_loaded_for_nothing(make_checkpoint, tmp_path, capsys, monkeypatch):
+    """The tokenizer is found before the weights load: a missing one costs no load time."""
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    src = make_checkpoint("bert")[0]
+    for name in ("config.json", "model.safetensors"):
+        (ckpt / name).write_bytes((src / name).read_bytes())
+    fail_if_model_loads(monkeypatch)
+    one_line_error(capsys, main(["--model", str(ckpt), "hi", "hello"]), "ships no tokenizer", "--tokenizer")

@@ -345,3 +345,52 @@ def test_logged_windows_resume_with_the_run(setup, tmp_path, monkeypatch):
     assert all(math.isfinite(r["examples_per_s"]) for r in metrics(out) if r["split"] == "train")
     summary = json.loads((out / "summary.json").read_text())
     assert summary["examples"] == json.loads((tmp_path / "straight" / "summary.json").read_text())["examples"]
+
+
+# --- variants: options the model cannot take are found before the weights load ------------------
+
+@pytest.mark.parametrize("extra, needle", [
+    (["--bot-name", "Ann"], "--bot-name: the Pygmalion chat format is for GPT-2 chat models"),
+    (["--memory", "kind"], "--memory: the Pygmalion chat format"),
+    (["--max-length", "3"], "use at least 5"),
+    (["--max-length", "100000"], "exceeds this model's"),
+    (["--revision", "main"], "--revision main applies to Hub repos"),
+    (["--tokenizer", "no/such/dir"], "--tokenizer 'no/such/dir'"),
+], ids=["bot-name", "memory", "max-length-short", "max-length-long", "revision-local", "tokenizer-missing"])
+def test_options_the_model_cannot_take_fail_before_the_weights_load(setup, tmp_path, capsys, monkeypatch,
+                                                                    extra, needle):
+    model_dir, data = setup
+    no_loading(monkeypatch)
+    argv = cli_args(model_dir, data, tmp_path / "out")
+    if extra[0] in argv:
+        del argv[argv.index(extra[0]) : argv.index(extra[0]) + 2]
+    assert needle in one_line_error(capsys, argv + extra)
+    assert not (tmp_path / "out").exists()
+
+
+def test_triton_with_attention_dropout_fails_before_the_weights_load(setup, tmp_path, capsys, monkeypatch):
+    model_dir, data = setup  # the tiny BERT keeps transformers' attention dropout of 0.1
+    no_loading(monkeypatch)
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    err = one_line_error(capsys, cli_args(model_dir, data, tmp_path / "out") + ["--attention", "triton"])
+    assert "no attention dropout" in err and "--attention sdpa" in err
+
+
+def test_bad_data_fails_before_the_weights_load(setup, tmp_path, capsys, monkeypatch):
+    model_dir, data = setup
+    no_loading(monkeypatch)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(data.read_text() + '{"chosen": "only one side"}\n')
+    err = one_line_error(capsys, cli_args(model_dir, bad, tmp_path / "out"))
+    assert f"{bad}:21" in err
+
+
+@pytest.mark.parametrize("value", ["-1e-5", "-2E+3", "-.5", "-inf", "-nan"])
+def test_negative_numbers_after_a_space_are_read_as_values(setup, tmp_path, capsys, monkeypatch, value):
+    """argparse alone says 'expected one argument' for '--lr -1e-5'; the check must see the value."""
+    model_dir, data = setup
+    no_loading(monkeypatch)
+    argv = cli_args(model_dir, data, tmp_path / "out")
+    del argv[argv.index("--lr") : argv.index("--lr") + 2]
+    err = one_line_error(capsys, argv + ["--lr", value])
+    assert err.startswith("train.py: error: --lr must be") and "expected one argument" not in err

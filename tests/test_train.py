@@ -264,7 +264,7 @@ def test_trained_output_scores_the_same_in_transformers(make_checkpoint, pairs, 
     with torch.no_grad():
         if family == "gpt2":
             scorer = Scorer.from_pretrained(str(out))
-            texts = [scorer.tokenizer.format_text(s, {}) for s in
+            texts = [scorer.tokenizer.format_text(s) for s in
                      (__import__("minirm").records.Sample.pair(p, r) for p, r in zip(prompts, responses))]
             hf_tok.pad_token_id, hf_tok.padding_side = hf.config.pad_token_id, "right"
             enc = hf_tok(texts, padding=True, return_tensors="pt")

@@ -98,6 +98,11 @@ FAMILIES = {
 }
 
 
+def supports_packed(family: str) -> bool:
+    """Whether the family's attention can run on packed (padding-free) sequences."""
+    return family not in FAMILIES or getattr(FAMILIES[family].build, "supports_packed", True)
+
+
 def register(name: str, family: Family) -> None:
     FAMILIES[name] = family
 

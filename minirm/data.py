@@ -60,6 +60,9 @@ def read_rows(source: str, split: str | None = None, revision: str | None = None
     if path.is_dir():
         return _read_dir(path, split, str(path))
     if path.exists():
+        if split is not None:  # a split picks files out of a folder; ignoring it would train on the wrong rows
+            raise MinirmError(f"{source}:{split}: {source} is one file and is read whole; a split selects files "
+                              f"of a directory or Hub dataset, so drop ':{split}'")
         return _read_file(path, str(path))
     if REPO_ID.match(source) and not source.endswith(DATA_SUFFIXES):  # "data/train.jsonl" is a missing file
         return _read_dir(_hub_snapshot(source, revision), split, source, hub=True)

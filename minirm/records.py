@@ -61,7 +61,10 @@ def read_jsonl_located(path: str | Path) -> list[tuple[str, dict]]:
         raise MinirmError(f"{path}: cannot be read ({e.strerror})") from None
     rows = []
     for where, row in parse_jsonl(data, str(path)):
-        row_kind(row, where)
+        taken = [f for f in SCORE_FIELDS[row_kind(row, where)] if f in row]
+        if taken:  # the output would overwrite it, and the input's value would be lost without a word
+            raise MinirmError(f"{where}: already has a {taken[0]!r} field, which the output would overwrite; "
+                              "rename or remove it first")
         rows.append((where, row))
     if not rows:
         raise MinirmError(f"{path}: empty file, nothing to score; each line should be a JSON object")
@@ -80,9 +83,13 @@ def parse_jsonl(data: bytes, name: str) -> list[tuple[str, dict]]:
         if not line.strip():
             continue
         try:
-            row = json.loads(line, parse_constant=_reject_constant, parse_float=_finite_float)
+            row = json.loads(line, parse_constant=_reject_constant, parse_float=_finite_float,
+                             object_pairs_hook=_unique_keys)
         except json.JSONDecodeError as e:
             raise MinirmError(f"{name}:{line_no}: not valid JSON ({e.msg} at column {e.colno}); fix or remove the line") from None
+        except _DuplicateKey as e:
+            raise MinirmError(f"{name}:{line_no}: field {e.args[0]!r} appears twice in one object, and only one "
+                              "value can be used; keep one") from None
         except _NonFinite as e:
             raise MinirmError(f"{name}:{line_no}: {e.args[0]} is not a finite number, which strict JSON cannot "
                               "hold; write null or a string instead") from None
@@ -115,6 +122,22 @@ def _finite_float(text: str) -> float:
     return value
 
 
+class _DuplicateKey(Exception):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
+    """json.loads keeps the last of two equal keys; for a row that silently drops a value."""
+    row = dict(pairs)
+    if len(row) != len(pairs):
+        seen = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _DuplicateKey(key)
+            seen.add(key)
+    return row
+
+
 _MAYBE_SURROGATE = re.compile(r"\\u[dD][89a-fA-F]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
@@ -141,13 +164,21 @@ def _surrogate_field(row: dict) -> str | None:
     return None
 
 
+# the fields score.py adds to a row of each kind
+SCORE_FIELDS = {"pair": ("score",), "text": ("score",), "preference": ("score_chosen", "score_rejected", "correct")}
+
+
 def row_kind(row: dict, where: str) -> str:
-    for kind, fields in (("preference", KINDS["preference"]), ("pair", KINDS["pair"]), ("text", KINDS["text"])):
-        if all(f in row for f in fields):
-            for f in fields + (("prompt",) if kind == "preference" and "prompt" in row else ()):
-                if not isinstance(row[f], str):
-                    raise MinirmError(f"{where}: field {f!r} must be a string, got {type(row[f]).__name__}")
-            return kind
+    """"pair", "text" or "preference"; a row that fits two kinds is refused, not guessed at."""
+    kinds = [kind for kind in ("preference", "pair", "text") if all(f in row for f in KINDS[kind])]
+    if len(kinds) > 1:
+        both = " and ".join("+".join(repr(f) for f in KINDS[k]) for k in kinds)
+        raise MinirmError(f"{where}: has {both} fields, so what to score is ambiguous; keep one kind per row")
+    for kind in kinds:
+        for f in KINDS[kind] + (("prompt",) if kind == "preference" and "prompt" in row else ()):
+            if not isinstance(row[f], str):
+                raise MinirmError(f"{where}: field {f!r} must be a string, got {type(row[f]).__name__}")
+        return kind
     found = ", ".join(sorted(row)) or "none"
     raise MinirmError(
         f"{where}: needs 'prompt' and 'response', 'text', or 'chosen' and 'rejected' fields (found: {found})"

@@ -175,7 +175,7 @@ class SampleError(MinirmError):
 
 
 def check_device(device: str | torch.device | None) -> torch.device:
-    """The torch device to score on, or one line saying why `device` cannot be used (checked before loading)."""
+    """The torch device to run on, or one line saying why `device` cannot be used (checked before loading)."""
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -190,7 +190,7 @@ def check_device(device: str | torch.device | None) -> torch.device:
             raise MinirmError(f"--device {device}: there are {count} CUDA devices (cuda:0 to cuda:{count - 1}); "
                               "pick one of those")
     elif dev.type == "meta":
-        raise MinirmError(f"--device {device}: the meta device holds no data and cannot score; use cpu or cuda")
+        raise MinirmError(f"--device {device}: the meta device holds no data; use cpu or cuda")
     elif dev.type != "cpu":
         try:
             torch.empty(0, device=dev)

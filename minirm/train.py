@@ -47,7 +47,7 @@ from .errors import MinirmError, check_number
 from .hub import resolve_model
 from .models import supports_packed
 from .optim import SCHEDULES, build_optimizer, lr_factor, set_lr
-from .scoring import pad_batch
+from .scoring import check_device, pad_batch
 from .tokenizer import find_tokenizer, load_tokenizer
 
 # which examples each loss takes (the adapters' kinds) and how many heads' outputs it reads
@@ -177,9 +177,10 @@ class Dist:
 def setup_distributed(device: str | None) -> tuple[Dist, torch.device]:
     """torchrun sets WORLD_SIZE, RANK and LOCAL_RANK: NCCL between GPUs, gloo between CPU processes."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    cuda = torch.cuda.is_available() and (device is None or device.startswith("cuda"))
+    requested = check_device(device)
     if world == 1:
-        return Dist(), torch.device(device or ("cuda" if cuda else "cpu"))
+        return Dist(), requested
+    cuda = requested.type == "cuda"
     d = Dist(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
     if not dist.is_initialized():
         dist.init_process_group("nccl" if cuda else "gloo")

@@ -434,3 +434,22 @@ def test_a_checkpoint_with_no_tokenizer_is_never_loaded_for_nothing(make_checkpo
         (ckpt / name).write_bytes((src / name).read_bytes())
     fail_if_model_loads(monkeypatch)
     one_line_error(capsys, main(["--model", str(ckpt), "hi", "hello"]), "ships no tokenizer", "--tokenizer")
+
+
+# --- variants: rows whose meaning is unclear, or whose values the output would lose ---------------
+
+@pytest.mark.parametrize("line, needle", [
+    ('{"prompt": "a", "response": "b", "prompt": "c"}', "field 'prompt' appears twice"),
+    ('{"prompt": "a", "response": "b", "meta": {"k": 1, "k": 2}}', "field 'k' appears twice"),
+    ('{"text": "a", "prompt": "x", "response": "y"}', "'prompt'+'response' and 'text' fields"),
+    ('{"chosen": "a", "rejected": "b", "text": "c"}', "'chosen'+'rejected' and 'text' fields"),
+    ('{"prompt": "a", "response": "b", "score": 7}', "already has a 'score' field"),
+    ('{"chosen": "a", "rejected": "b", "correct": true}', "already has a 'correct' field"),
+], ids=["duplicate", "nested-duplicate", "pair+text", "preference+text", "score", "correct"])
+def test_ambiguous_or_clashing_rows_name_file_and_line(bert, tmp_path, capsys, monkeypatch, line, needle):
+    fail_if_model_loads(monkeypatch)
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"prompt": "fine", "response": "row"}\n' + line + "\n", encoding="utf-8")
+    one_line_error(capsys, main(["--model", bert, "--input", str(src), "--output", str(tmp_path / "out.jsonl")]),
+                   f"{src}:2:", needle)
+    assert not (tmp_path / "out.jsonl").exists()

@@ -394,3 +394,21 @@ def test_negative_numbers_after_a_space_are_read_as_values(setup, tmp_path, caps
     del argv[argv.index("--lr") : argv.index("--lr") + 2]
     err = one_line_error(capsys, argv + ["--lr", value])
     assert err.startswith("train.py: error: --lr must be") and "expected one argument" not in err
+
+
+@pytest.mark.parametrize("device, needle", [("banana", "is not a device"), ("cuda:9", "--device cuda:9"),
+                                            ("meta", "holds no data")])
+def test_bad_device_is_one_line_before_any_work(setup, tmp_path, capsys, monkeypatch, device, needle):
+    model_dir, data = setup
+    no_loading(monkeypatch)
+    assert needle in one_line_error(capsys, cli_args(model_dir, data, tmp_path / "out") + ["--device", device])
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_split_on_a_single_file_is_refused(setup, tmp_path, capsys, monkeypatch):
+    """'pairs.jsonl:train' would otherwise read the whole file and train on rows the user did not pick."""
+    model_dir, data = setup
+    no_loading(monkeypatch)
+    argv = cli_args(model_dir, data, tmp_path / "out")
+    argv[argv.index("--data") + 1] = f"{data}:train"
+    assert "is one file and is read whole" in one_line_error(capsys, argv)

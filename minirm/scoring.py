@@ -18,7 +18,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .attention import AttentionBatch, check_backend, default_backend
+from .attention import check_backend, default_backend
+from .batching import length_batches, pad_batch
 from .checkpoint import load_model
 from .models import supports_packed
 from .config import ModelConfig
@@ -30,21 +31,6 @@ from .tokenizer import RewardTokenizer, find_tokenizer, load_tokenizer
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16,
           "fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def pad_batch(sequences: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-pad token lists -> ids (B, T) and lengths (B,)."""
-    lengths = torch.tensor([len(s) for s in sequences], dtype=torch.long)
-    ids = torch.full((len(sequences), int(lengths.max())), pad_id, dtype=torch.long)
-    for i, s in enumerate(sequences):
-        ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
-    return ids.to(device), lengths.to(device)
-
-
-def length_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
-    """Indices grouped into batches of similar length, longest first (fails fast on memory)."""
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
 @dataclass
@@ -145,8 +131,7 @@ class Scorer:
         bar = _progress(len(distinct), progress)
         for batch_idx in length_batches([len(s) for s in distinct], self.batch_size):
             ids, lengths = pad_batch([distinct[i] for i in batch_idx], self.tokenizer.pad_id, self.device)
-            batch = AttentionBatch.build(lengths, ids.size(1), causal=self.model.causal, backend=self.attention)
-            logits = self.model(ids, batch).float()
+            logits = self.model(ids, lengths, self.attention).float()
             for i, s in zip(batch_idx, self.logits_to_scores(logits).tolist()):
                 scores[i] = s
             bar.update(len(batch_idx))

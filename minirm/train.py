@@ -38,7 +38,6 @@ import torch
 import torch.distributed as dist
 
 from . import losses
-from .attention import AttentionBatch
 from .checkpoint import load_for_training, reward_config, save_model
 from .config import ModelConfig
 from .data import ADAPTER_KINDS, Example, load_examples, split_holdout
@@ -47,7 +46,8 @@ from .errors import MinirmError, check_number
 from .hub import resolve_model
 from .models import supports_packed
 from .optim import SCHEDULES, build_optimizer, lr_factor, set_lr
-from .scoring import check_device, pad_batch
+from .batching import pad_batch
+from .scoring import check_device
 from .tokenizer import find_tokenizer, load_tokenizer
 
 # which examples each loss takes (the adapters' kinds) and how many heads' outputs it reads
@@ -247,10 +247,9 @@ def micro_batches(step: list[int], grad_accum: int, d: Dist, lengths: list[int])
     return [c[d.rank :: d.world] for c in chunks]
 
 
-def model_inputs(batch: list[Encoded], pad_id: int, device, causal: bool, backend: str):
-    seqs = [s for ex in batch for s in ex.ids]
-    ids, lengths = pad_batch(seqs, pad_id, device)
-    return ids, AttentionBatch.build(lengths, ids.size(1), causal=causal, backend=backend)
+def model_inputs(batch: list[Encoded], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every sequence of the examples, in order (chosen before rejected): ids (B, T) and lengths (B,)."""
+    return pad_batch([s for ex in batch for s in ex.ids], pad_id, device)
 
 
 def compute_loss(cfg: TrainConfig, logits: torch.Tensor, batch: list[Encoded]) -> tuple[torch.Tensor, dict]:
@@ -522,10 +521,7 @@ def train(cfg: TrainConfig) -> dict:
 
     # --- model, optimizer, precision, checkpointing ---
     model, mcfg, fresh = load_for_training(model_dir, cfg.num_labels, cfg.regression_head, device)
-    if cfg.gradient_checkpointing:
-        for m in model.modules():
-            if hasattr(m, "gradient_checkpointing"):
-                m.gradient_checkpointing = True
+    model.gradient_checkpointing = cfg.gradient_checkpointing
     optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay, cfg.betas, cfg.eps, device)
     amp_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.precision]
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
@@ -606,9 +602,9 @@ def train(cfg: TrainConfig) -> dict:
             batch = [train_set[j] for j in idx]
             sync = nullcontext() if d.world == 1 or i == len(mine) - 1 else wrapped.no_sync()
             with sync:
-                ids, abatch = model_inputs(batch, tokenizer.pad_id, device, model.causal, backend)
+                ids, seq_lengths = model_inputs(batch, tokenizer.pad_id, device)
                 with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                    logits = wrapped(ids, abatch)
+                    logits = wrapped(ids, seq_lengths, backend)
                 loss, part = compute_loss(cfg, logits.float(), batch)
                 # each loss is a mean over its micro-batch: weight it by its share of the whole step,
                 # times world because DDP averages gradients over ranks
@@ -736,9 +732,9 @@ def run_eval(cfg: TrainConfig, model, eval_set: list[Encoded], pad_id: int, devi
     total_loss, parts = 0.0, []
     for i in range(0, len(order), bs):
         batch = [eval_set[j] for j in order[i : i + bs]]
-        ids, abatch = model_inputs(batch, pad_id, device, model.causal, backend)
+        ids, seq_lengths = model_inputs(batch, pad_id, device)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            logits = model(ids, abatch)
+            logits = model(ids, seq_lengths, backend)
         loss, part = compute_loss(cfg, logits.float(), batch)
         total_loss += loss.item() * len(batch)
         parts.append(part)

@@ -24,8 +24,7 @@ from safetensors.torch import load_file, save_file
 
 import minirm
 from minirm import MinirmError
-from minirm.attention import AttentionBatch
-from minirm.scoring import pad_batch
+from minirm.batching import pad_batch
 from conftest import PROMPTS, RESPONSES
 
 ATOL = 1e-5
@@ -63,9 +62,8 @@ def hf_logits(family: str, hf_model, enc) -> torch.Tensor:
 def minirm_logits(model, enc, pad_id: int) -> torch.Tensor:
     ids = [row[: int(m.sum())].tolist() for row, m in zip(enc["input_ids"], enc["attention_mask"])]
     input_ids, lengths = pad_batch(ids, pad_id, "cpu")
-    batch = AttentionBatch.build(lengths, input_ids.size(1), causal=model.causal, backend="sdpa")
     with torch.no_grad():
-        return model(input_ids, batch)
+        return model(input_ids, lengths)
 
 
 def copy_checkpoint(src: Path, dst: Path) -> Path:

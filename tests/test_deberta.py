@@ -18,9 +18,8 @@ import torch
 import transformers as tf
 
 from minirm import MinirmError, Scorer
-from minirm.attention import AttentionBatch
 from minirm.openassistant import EMPTY_RESPONSE_SCORE, oa_empty_response, oa_rank_scores, split_oa_text
-from minirm.scoring import pad_batch
+from minirm.batching import pad_batch
 from hub_cache import put_snapshot
 
 ATOL = 1e-5
@@ -113,10 +112,8 @@ def hf_pair_batch(model_dir, prompts, responses, max_length):
 
 def our_logits(scorer: Scorer, ids, backend: str | None = None) -> torch.Tensor:
     input_ids, lengths = pad_batch(ids, scorer.tokenizer.pad_id, "cpu")
-    batch = AttentionBatch.build(lengths, input_ids.size(1), causal=scorer.model.causal,
-                                 backend=backend or scorer.attention)
     with torch.no_grad():
-        return scorer.model(input_ids, batch).float()
+        return scorer.model(input_ids, lengths, backend or scorer.attention).float()
 
 
 def hf_logits(model, ids, pad_id: int = 0) -> torch.Tensor:
@@ -196,14 +193,17 @@ def test_scores_independent_of_batch_size(make_deberta, pairs):
     torch.testing.assert_close(torch.tensor(one), torch.tensor(many), atol=ATOL, rtol=0)
 
 
-def test_packed_batch_runs_on_the_padded_layout(make_deberta, pairs):
-    """A "triton" (packed) batch is computed padded: same logits, and Triton is never needed."""
+def test_packed_attention_is_refused_in_one_place(make_deberta, pairs):
+    """The relative-position bias needs the padded layout: the model refuses a packed (triton) run
+    rather than quietly running padded, and the Scorer refuses it before loading."""
     model_dir, _ = make_deberta("xxlarge-like")
     scorer = Scorer.from_pretrained(str(model_dir))
     assert scorer.model.supports_packed is False
     ids = scorer.encode_pairs(*pairs)
-    torch.testing.assert_close(our_logits(scorer, ids, backend="triton"), our_logits(scorer, ids, backend="sdpa"),
-                               atol=ATOL, rtol=0)
+    with pytest.raises(MinirmError, match="cannot run packed"):
+        our_logits(scorer, ids, backend="triton")
+    with pytest.raises(MinirmError, match="use --attention sdpa"):
+        Scorer.from_pretrained(str(model_dir), attention="triton", device="cpu")
 
 
 @pytest.mark.parametrize("mutation", ["scale", "rel-norm", "distance-sign", "conv", "embedding-mask"])

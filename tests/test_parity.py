@@ -7,8 +7,7 @@ import torch
 import transformers as tf
 
 from minirm import Scorer
-from minirm.attention import AttentionBatch
-from minirm.scoring import pad_batch
+from minirm.batching import pad_batch
 
 ATOL = 1e-5
 
@@ -27,9 +26,8 @@ def hf_batch(model_dir, family, prompts, responses, max_length):
 
 def our_logits(scorer: Scorer, ids: list[list[int]]) -> torch.Tensor:
     input_ids, lengths = pad_batch(ids, scorer.tokenizer.pad_id, "cpu")
-    batch = AttentionBatch.build(lengths, input_ids.size(1), causal=scorer.model.causal, backend=scorer.attention)
     with torch.no_grad():
-        return scorer.model(input_ids, batch)
+        return scorer.model(input_ids, lengths, scorer.attention)
 
 
 @pytest.mark.parametrize("family", ["bert", "roberta", "gpt2", "bert-reward"])

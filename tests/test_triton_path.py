@@ -10,8 +10,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from minirm import Scorer  # noqa: E402
-from minirm.attention import AttentionBatch  # noqa: E402
-from minirm.scoring import pad_batch  # noqa: E402
+from minirm.batching import pad_batch  # noqa: E402
 
 pytest.importorskip("triton")
 
@@ -22,8 +21,7 @@ WIDE_GPT2 = dict(n_embd=64, n_head=4)
 
 def forward(model, ids, backend):
     input_ids, lengths = pad_batch(ids, 0, "cpu")
-    batch = AttentionBatch.build(lengths, input_ids.size(1), causal=model.causal, backend=backend)
-    return model(input_ids, batch)
+    return model(input_ids, lengths, backend)
 
 
 @pytest.mark.parametrize("family,overrides", [("bert", WIDE), ("roberta", WIDE), ("gpt2", WIDE_GPT2)])

@@ -16,7 +16,7 @@ from torch import nn
 
 from ..attention import AttentionBatch
 from ..config import ModelConfig
-from .common import MultiHeadAttention, activation, gather_tokens, run_layer
+from .common import MultiHeadAttention, RewardModel, activation, gather_tokens, run_layer
 from .heads import BertHead, RegressionHead, RobertaHead
 
 class Embeddings(nn.Module):
@@ -58,7 +58,6 @@ class BertEncoder(nn.Module):
         self.cfg = cfg
         self.embed = Embeddings(cfg)
         self.layers = nn.ModuleList(EncoderLayer(cfg) for _ in range(cfg.num_layers))
-        self.gradient_checkpointing = False
 
     def position_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
         if self.cfg.family == "roberta":
@@ -68,20 +67,21 @@ class BertEncoder(nn.Module):
             return torch.cumsum(not_pad, dim=1) * not_pad + pad
         return torch.arange(input_ids.size(1), device=input_ids.device).expand_as(input_ids)
 
-    def forward(self, input_ids: torch.Tensor, batch: AttentionBatch) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor, batch: AttentionBatch, checkpointing: bool = False) -> torch.Tensor:
         x = self.embed(input_ids, self.position_ids(input_ids))  # (B, T, C)
         if batch.packed:
             x = batch.pack(x)  # (N, C): from here on no op touches a pad token
         for layer in self.layers:
-            x = run_layer(layer, x, batch, checkpointing=self.gradient_checkpointing)
+            x = run_layer(layer, x, batch, checkpointing=checkpointing)
         return x
 
 HEADS = {"bert": BertHead, "roberta": RobertaHead, "bert-reward": RegressionHead}
 
-class BertRewardModel(nn.Module):
+class BertRewardModel(RewardModel):
     """BERT / RoBERTa / Aira-regression: encoder, then a head on the first token."""
 
     causal = False
+    supports_packed = True
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -89,8 +89,9 @@ class BertRewardModel(nn.Module):
         self.encoder = BertEncoder(cfg)
         self.head = HEADS[cfg.family](cfg)
 
-    def forward(self, input_ids: torch.Tensor, batch: AttentionBatch) -> torch.Tensor:
-        """(B, T) ids -> (B, num_labels) logits."""
-        hidden = self.encoder(input_ids, batch)
+    def forward(self, input_ids: torch.Tensor, lengths: torch.Tensor, backend: str = "sdpa") -> torch.Tensor:
+        """(B, T) right-padded ids, (B,) lengths -> (B, num_labels) logits."""
+        batch = self.attention_batch(lengths, input_ids.size(1), backend)
+        hidden = self.encoder(input_ids, batch, self.gradient_checkpointing)
         first = torch.zeros_like(batch.lengths)
         return self.head(gather_tokens(hidden, first, batch))

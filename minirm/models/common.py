@@ -82,6 +82,31 @@ class MultiHeadAttention(nn.Module):
         return self.o(merge_heads(y, batch))
 
 
+class RewardModel(nn.Module):
+    """The contract between every family's model and its callers (the scorer, the training loop).
+
+    A caller passes right-padded token ids, each sequence's length and an attention backend;
+    the model builds its own attention layout from them, packed or padded, and returns the
+    logits (B, num_labels). What a caller may rely on is declared here, never probed:
+    """
+
+    causal: bool = False  # attends left to right only (GPT-2)
+    supports_packed: bool = True  # can run on packed tokens, which the triton backend needs
+
+    def __init__(self):
+        super().__init__()
+        self.gradient_checkpointing = False  # recompute each layer in backward (training only)
+
+    def attention_batch(self, lengths: torch.Tensor, max_len: int, backend: str) -> AttentionBatch:
+        if backend == "triton" and not self.supports_packed:
+            raise MinirmError(f"{type(self).__name__} cannot run packed: its attention carries a relative-"
+                              "position bias the triton kernel does not take; use --attention sdpa")
+        return AttentionBatch.build(lengths, max_len, causal=self.causal, backend=backend)
+
+    def forward(self, input_ids: torch.Tensor, lengths: torch.Tensor, backend: str = "sdpa") -> torch.Tensor:
+        raise NotImplementedError
+
+
 def run_layer(layer: nn.Module, *args, checkpointing: bool = False):
     """layer(*args); with activation checkpointing, keep only the layer's input and recompute its
     activations during backward (memory for compute: what lets the 1.5B DeBERTa train on one GPU).

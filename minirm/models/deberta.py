@@ -55,8 +55,8 @@ float32. fp32 results are unchanged; bf16 / fp16 stay finite.
 
 Attention runs through torch's scaled_dot_product_attention with the c2p + p2c bias as a
 float mask (the default), or written out (backend "eager"). The relative bias cannot be
-expressed in the packed varlen Triton kernel, so a "triton" batch is computed on the
-padded layout here: `supports_packed = False`, and the logits are the same either way.
+expressed in the packed varlen Triton kernel, so the model declares
+`supports_packed = False` and refuses the triton backend in one line.
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ from ..config import ModelConfig
 from ..errors import MinirmError
 from . import Family  # defined in the package before this module is imported
 from .bert import EncoderLayer  # the same post-LN block as BERT, with disentangled attention inside
-from .common import activation, run_layer
+from .common import RewardModel, activation, run_layer
 from .heads import ContextPooler
 
 # --- relative positions --------------------------------------------------------------------
@@ -251,7 +251,6 @@ class DebertaEncoder(nn.Module):
         norms = [n.strip() for n in cfg.norm_rel_ebd.split("|")]
         self.rel_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps) if "layer_norm" in norms else None
         self.conv = ConvLayer(cfg) if cfg.conv_kernel_size > 0 else None
-        self.gradient_checkpointing = False
 
     def relative(self, T: int, device) -> Relative:
         R = self.rel_embeddings.weight  # (2span, C), shared by every layer
@@ -273,26 +272,26 @@ class DebertaEncoder(nn.Module):
             R = self.rel_norm(R)  # row by row, so normalising the kept rows is the same
         return Relative(R, c2p_index - lo, p2c_index - lo)
 
-    def forward(self, input_ids: torch.Tensor, batch: AttentionBatch) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor, batch: AttentionBatch, checkpointing: bool = False) -> torch.Tensor:
         T = input_ids.size(1)
         key_mask = batch.key_mask()  # (B, 1, 1, T) bool, True at real tokens; None when nothing is padded
         token_mask = None if key_mask is None else key_mask[:, 0, 0, :]  # (B, T)
         x = self.embed(input_ids, token_mask)  # (B, T, C)
         rel = self.relative(T, input_ids.device) if self.cfg.relative_attention else None
-        eager = batch.backend == "eager"  # "sdpa" and "triton" batches both run through sdpa
+        eager = batch.backend == "eager"
         embedded = x
         for i, layer in enumerate(self.layers):
-            x = run_layer(layer, x, key_mask, rel, eager, checkpointing=self.gradient_checkpointing)
+            x = run_layer(layer, x, key_mask, rel, eager, checkpointing=checkpointing)
             if i == 0 and self.conv is not None:
                 x = self.conv(embedded, x, token_mask)
         return x
 
 
-class DebertaRewardModel(nn.Module):
+class DebertaRewardModel(RewardModel):
     """DeBERTa-v2 encoder, then a ContextPooler head on the first token."""
 
     causal = False
-    supports_packed = False  # relative-position bias: always computed on the padded layout
+    supports_packed = False  # the relative-position bias needs the padded layout: triton is refused
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -306,9 +305,10 @@ class DebertaRewardModel(nn.Module):
         self.encoder = DebertaEncoder(cfg)
         self.head = ContextPooler(cfg)
 
-    def forward(self, input_ids: torch.Tensor, batch: AttentionBatch) -> torch.Tensor:
-        """(B, T) right-padded ids -> (B, num_labels) logits."""
-        hidden = self.encoder(input_ids, batch)  # (B, T, C), padded even for a "triton" batch
+    def forward(self, input_ids: torch.Tensor, lengths: torch.Tensor, backend: str = "sdpa") -> torch.Tensor:
+        """(B, T) right-padded ids, (B,) lengths -> (B, num_labels) logits."""
+        batch = self.attention_batch(lengths, input_ids.size(1), backend)
+        hidden = self.encoder(input_ids, batch, self.gradient_checkpointing)  # (B, T, C)
         return self.head(hidden[:, 0])
 
 

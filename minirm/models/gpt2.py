@@ -17,7 +17,7 @@ from torch import nn
 
 from ..attention import AttentionBatch
 from ..config import ModelConfig
-from .common import MultiHeadAttention, activation, gather_tokens, run_layer
+from .common import MultiHeadAttention, RewardModel, activation, gather_tokens, run_layer
 
 
 class Block(nn.Module):
@@ -37,8 +37,9 @@ class Block(nn.Module):
         return x + self.dropout(self.down(self.act(self.up(self.mlp_norm(x)))))
 
 
-class GPT2RewardModel(nn.Module):
+class GPT2RewardModel(RewardModel):
     causal = True
+    supports_packed = True
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -49,11 +50,11 @@ class GPT2RewardModel(nn.Module):
         self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.num_layers))
         self.final_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
         self.score = nn.Linear(cfg.hidden_size, cfg.num_labels, bias=False)
-        self.gradient_checkpointing = False
 
-    def forward(self, input_ids: torch.Tensor, batch: AttentionBatch) -> torch.Tensor:
-        """(B, T) right-padded ids -> (B, num_labels) logits at each sequence's last token."""
+    def forward(self, input_ids: torch.Tensor, lengths: torch.Tensor, backend: str = "sdpa") -> torch.Tensor:
+        """(B, T) right-padded ids, (B,) lengths -> (B, num_labels) logits at each sequence's last token."""
         T = input_ids.size(1)
+        batch = self.attention_batch(lengths, T, backend)
         # right padding keeps every real token at its true position 0..len-1
         positions = torch.arange(T, device=input_ids.device)
         x = self.dropout(self.tokens(input_ids) + self.positions(positions))  # (B, T, C)

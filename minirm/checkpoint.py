@@ -28,7 +28,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from .config import ModelConfig
-from .errors import MinirmError
+from .errors import MinirmError, first_line
 from .models import FAMILIES, Family
 
 SAFETENSORS = "model.safetensors"
@@ -80,9 +80,8 @@ def iter_tensors(path: Path) -> Iterator[tuple[str, torch.Tensor]]:
         # zip format (PyTorch >= 1.6); the older format is still read, weights-only, into memory.
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except Exception as e:  # noqa: BLE001 - any failure here means the file is unusable
-        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise MinirmError(
-            f"{path}: cannot be read as a weights-only PyTorch checkpoint ({first_line}); "
+            f"{path}: cannot be read as a weights-only PyTorch checkpoint ({first_line(e)}); "
             "re-download it, or convert it to safetensors"
         ) from None
     if not isinstance(state, dict):

@@ -30,7 +30,7 @@ from functools import partial
 from pathlib import Path
 from typing import Callable
 
-from .errors import MinirmError
+from .errors import MinirmError, first_line
 from .formats import ChatTurn
 from .hub import REPO_ID, download_hint, hub_cache_dir, require_hub
 from .records import Sample, parse_jsonl, transcript_sample
@@ -109,7 +109,7 @@ def _read_file(path: Path, name: str) -> list[tuple[str, dict]]:
             try:
                 data = gzip.decompress(data)
             except (OSError, EOFError, zlib.error) as e:  # BadGzipFile is an OSError
-                raise MinirmError(f"{name}: not a valid gzip file ({_first_line(e)}); re-compress it with gzip") from None
+                raise MinirmError(f"{name}: not a valid gzip file ({first_line(e)}); re-compress it with gzip") from None
         rows = _parse_json(data, name) if suffix == ".json" else parse_jsonl(data, name)
     if not rows:
         raise MinirmError(f"{name}: empty, no rows to read; each row should be a JSON object (a Parquet row)")
@@ -148,13 +148,8 @@ def _read_parquet(path: Path, name: str) -> list[tuple[str, dict]]:
     try:
         table = pq.read_table(path)
     except (OSError, ValueError) as e:  # pyarrow's ArrowIOError is an OSError, ArrowInvalid a ValueError
-        raise MinirmError(f"{name}: cannot be read as Parquet ({_first_line(e)})") from None
+        raise MinirmError(f"{name}: cannot be read as Parquet ({first_line(e)})") from None
     return [(f"{name}:row {i}", row) for i, row in enumerate(table.to_pylist(), start=1)]
-
-
-def _first_line(e: Exception) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0][:200] if text else type(e).__name__
 
 
 def _hub_snapshot(repo_id: str, revision: str | None) -> Path:
@@ -189,7 +184,7 @@ def _hub_snapshot(repo_id: str, revision: str | None) -> Path:
             word in type(e).__name__.lower() for word in ("connect", "timeout"))
         if not network:
             raise
-        raise MinirmError(f"cannot download dataset {repo_id} ({_first_line(e)[:160]}); {hint}") from None
+        raise MinirmError(f"cannot download dataset {repo_id} ({first_line(e)[:160]}); {hint}") from None
 
 
 # ---------------------------------------------------------------------------- adapters

@@ -38,6 +38,12 @@ def cli_main(prog: str, run, argv: list[str] | None, interrupted: str) -> int:
         return 130
 
 
+def first_line(e: BaseException, limit: int = 200) -> str:
+    """An exception's message cut to its first line, for the parentheses of a one-line error."""
+    text = str(e).strip()
+    return text.splitlines()[0][:limit] if text else type(e).__name__
+
+
 def check_number(name: str, value, *, integer: bool = False, low=None, high=None, low_open: bool = False,
                  high_open: bool = False, optional: bool = False, hint: str = "", flag: str | None = None) -> None:
     """One option's value: the right type, finite, in range; else a one-line MinirmError naming --flag."""

@@ -15,7 +15,7 @@ import socket
 from pathlib import Path
 from urllib.parse import urlparse
 
-from .errors import MinirmError
+from .errors import MinirmError, first_line
 
 ALIASES = {
     "aux-roberta": "nicholasKluge/Aux-RewardModel",
@@ -151,8 +151,7 @@ def _download(repo_id: str, revision: str | None, files: str, hint: str) -> Path
     except RepositoryNotFoundError:
         raise MinirmError(f"{repo_id} was not found on the Hub (or is private); check the name") from None
     except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as e:
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise MinirmError(f"cannot reach the Hugging Face Hub for {repo_id} ({reason[:160]}); {hint}") from None
+        raise MinirmError(f"cannot reach the Hugging Face Hub for {repo_id} ({first_line(e, 160)}); {hint}") from None
     except Exception as e:  # noqa: BLE001 - httpx and friends raise their own connection errors
         if "connect" in type(e).__name__.lower() or "timeout" in type(e).__name__.lower():
             raise MinirmError(f"cannot reach the Hugging Face Hub for {repo_id} ({type(e).__name__}); {hint}") from None

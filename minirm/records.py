@@ -21,7 +21,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import MinirmError
+from .errors import MinirmError, first_line
 from .formats import ChatTurn
 
 KINDS = {
@@ -94,8 +94,8 @@ def parse_jsonl(data: bytes, name: str) -> list[tuple[str, dict]]:
             raise MinirmError(f"{name}:{line_no}: {e.args[0]} is not a finite number, which strict JSON cannot "
                               "hold; write null or a string instead") from None
         except (ValueError, RecursionError) as e:  # e.g. an integer of more than 4300 digits, or nesting too deep
-            first = (str(e).splitlines() or [type(e).__name__])[0].split(":")[0][:120]
-            raise MinirmError(f"{name}:{line_no}: cannot be read as JSON ({first}); fix or remove the line") from None
+            raise MinirmError(f"{name}:{line_no}: cannot be read as JSON ({first_line(e, 120).split(':')[0]}); "
+                              "fix or remove the line") from None
         if not isinstance(row, dict):
             raise MinirmError(f"{name}:{line_no}: expected a JSON object, got {type(row).__name__}")
         if _MAYBE_SURROGATE.search(line):  # only a \uD800-\uDFFF escape can put a lone surrogate in a str

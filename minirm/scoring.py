@@ -23,7 +23,7 @@ from .batching import length_batches, pad_batch
 from .checkpoint import load_model
 from .models import supports_packed
 from .config import ModelConfig
-from .errors import MinirmError, check_number
+from .errors import MinirmError, check_number, first_line
 from .hub import resolve_model
 from .openassistant import oa_empty_response, oa_rank_pair_scores, split_oa_text
 from .records import Sample, has_lone_surrogate
@@ -180,7 +180,7 @@ def check_device(device: str | torch.device | None) -> torch.device:
         try:
             torch.empty(0, device=dev)
         except (RuntimeError, AssertionError, NotImplementedError) as e:
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0].split(". ")[0].rstrip(".")[:200]
+            first = first_line(e).split(". ")[0].rstrip(".")
             raise MinirmError(f"--device {device} cannot be used here ({first}); use cpu or cuda") from None
     return dev
 

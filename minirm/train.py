@@ -42,7 +42,7 @@ from .checkpoint import load_for_training, reward_config, save_model
 from .config import ModelConfig
 from .data import ADAPTER_KINDS, Example, load_examples, split_holdout
 from .records import writable_ancestor
-from .errors import MinirmError, check_number
+from .errors import MinirmError, check_number, first_line
 from .hub import resolve_model
 from .models import supports_packed
 from .optim import SCHEDULES, build_optimizer, lr_factor, set_lr
@@ -376,7 +376,7 @@ def load_trainer_state(ckpt: Path) -> dict:
         # weights_only: the state is tensors, numbers and plain containers; no pickled code runs
         return torch.load(ckpt / STATE_FILE, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any failure means this checkpoint is unusable
-        raise MinirmError(f"{ckpt / STATE_FILE}: cannot be read ({str(e).splitlines()[0] if str(e) else e!r}); "
+        raise MinirmError(f"{ckpt / STATE_FILE}: cannot be read ({first_line(e)}); "
                           "delete this checkpoint directory to resume from the one before") from None
 
 

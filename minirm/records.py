@@ -61,10 +61,7 @@ def read_jsonl_located(path: str | Path) -> list[tuple[str, dict]]:
         raise MinirmError(f"{path}: cannot be read ({e.strerror})") from None
     rows = []
     for where, row in parse_jsonl(data, str(path)):
-        taken = [f for f in SCORE_FIELDS[row_kind(row, where)] if f in row]
-        if taken:  # the output would overwrite it, and the input's value would be lost without a word
-            raise MinirmError(f"{where}: already has a {taken[0]!r} field, which the output would overwrite; "
-                              "rename or remove it first")
+        check_row(row, where)
         rows.append((where, row))
     if not rows:
         raise MinirmError(f"{path}: empty file, nothing to score; each line should be a JSON object")
@@ -105,6 +102,36 @@ def parse_jsonl(data: bytes, name: str) -> list[tuple[str, dict]]:
                                   "without its pair), which is not text; fix or remove it")
         rows.append((f"{name}:{line_no}", row))
     return rows
+
+
+def check_row(row: dict, where: str) -> str:
+    """A row to score: its kind, after checking it has no field the output would overwrite."""
+    kind = row_kind(row, where)
+    taken = [f for f in SCORE_FIELDS[kind] if f in row]
+    if taken:  # the output would overwrite it, and the input's value would be lost without a word
+        raise MinirmError(f"{where}: already has a {taken[0]!r} field, which the output would overwrite; "
+                          "rename or remove it first")
+    return kind
+
+
+def scored_row(row: dict, scores: list[float]) -> dict:
+    """The row with the fields score.py adds: "score", or for a preference row both scores and
+    whether the chosen one won (a tie is not a win, as reward-bench counts it)."""
+    if len(scores) == 2:
+        return {**row, "score_chosen": scores[0], "score_rejected": scores[1], "correct": scores[0] > scores[1]}
+    return {**row, "score": scores[0]}
+
+
+def parse_strict_json(text: str):
+    """json.loads for strict JSON: NaN, infinities, float overflow and repeated keys are a
+    ValueError with a short reason."""
+    try:
+        return json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float,
+                          object_pairs_hook=_unique_keys)
+    except _DuplicateKey as e:
+        raise ValueError(f"field {e.args[0]!r} appears twice in one object") from None
+    except _NonFinite as e:
+        raise ValueError(f"{e.args[0]} is not a finite number") from None
 
 
 class _NonFinite(ValueError):

@@ -1,0 +1,425 @@
+"""The reward server: OpenRLHF's remote reward protocol and a native endpoint, batching across requests.
+
+    requests -> queue -> length-sorted batches under a token budget -> the same scorer -> replies
+
+Endpoints:
+- POST /get_reward  OpenRLHF's `--remote_rm_url` protocol. Request {"query": [...], "prompts": [...],
+                    "labels": [...]} (prompts and labels optional); reply {"rewards": [...], "scores":
+                    [...], "extra_logs": {}}. A query is the policy's prompt followed by its response;
+                    pair models split it at the prompt, single-text models (GPT-2) score it whole.
+- POST /score       {"rows": [...]} in any of score.py's JSONL row formats; the rows come back with
+                    the fields score.py adds ("score", or "score_chosen", "score_rejected", "correct").
+- GET  /health      200 once the model is loaded.
+- GET  /metrics     Prometheus text: requests, sequences, tokens, batch sizes, queue depth, latency.
+
+Every request is tokenized in its own handler, then its sequences join one queue. One worker
+thread runs the model: it waits up to --max-wait-ms for company, sorts what is waiting by length
+and cuts it into batches of at most --max-batch-tokens padded tokens, one forward each. Each score
+goes back to the request that asked for it, in that request's order. A full queue answers 503 with
+Retry-After; a request of more than --max-request sequences answers 413. A bad request gets a 4xx
+whose JSON body is {"error": "one line naming the field"}; a failure inside the model fails only the
+requests whose sequences were in that batch, with a 500.
+
+Scores equal offline score.py's up to float rounding (a sequence padded to another length can move
+in the last bits; the tests hold them to 1e-5, the project's parity bar).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import math
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+
+import torch
+from fastapi import FastAPI, Request  # the [serve] extra: this module is imported only to serve
+from fastapi.responses import JSONResponse, Response
+
+from .batching import pad_batch
+from .errors import MinirmError, first_line
+from .records import SCORE_FIELDS, Sample, check_row, has_lone_surrogate, parse_strict_json, row_samples, scored_row
+
+# chat-template markers a policy's prompts and responses often carry; --strip-template removes them
+TEMPLATES = {
+    "chatml": [r"<\|im_start\|>(system|user|assistant)\n?", r"<\|im_end\|>\n?", r"<\|endoftext\|>"],
+    "llama3": [r"<\|begin_of_text\|>", r"<\|start_header_id\|>\w+<\|end_header_id\|>\n*", r"<\|eot_id\|>",
+               r"<\|end_of_text\|>"],
+    "llama2": [r"<s>", r"</s>", r"\[INST\]\s*", r"\s*\[/INST\]\s*", r"<<SYS>>\n?", r"\n?<</SYS>>\n*"],
+    "gemma": [r"<bos>", r"<start_of_turn>(user|model)\n?", r"<end_of_turn>\n?", r"<eos>"],
+}
+
+
+@dataclass
+class ServeOptions:
+    max_batch_tokens: int = 16384  # padded tokens (sequences x longest) per forward
+    max_wait_ms: float = 5.0  # how long the first waiting sequence waits for company
+    max_queue: int = 8192  # sequences waiting; beyond this a request answers 503
+    max_request: int = 4096  # sequences in one request; beyond this it answers 413
+    strip_template: str | None = None  # a TEMPLATES name
+
+    def __post_init__(self):
+        for name in ("max_batch_tokens", "max_queue", "max_request"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise MinirmError(f"--{name.replace('_', '-')} must be a whole number of at least 1, got {value!r}")
+        if not (isinstance(self.max_wait_ms, (int, float)) and math.isfinite(self.max_wait_ms)
+                and self.max_wait_ms >= 0):
+            raise MinirmError(f"--max-wait-ms must be a finite number of at least 0, got {self.max_wait_ms!r}")
+        if self.strip_template is not None and self.strip_template not in TEMPLATES:
+            raise MinirmError(f"unknown --strip-template {self.strip_template!r}; choose one of {', '.join(TEMPLATES)}")
+
+
+class BadRequest(Exception):
+    """A client's mistake: answered with `status` and {"error": message}."""
+
+    def __init__(self, message: str, status: int = 400, headers: dict | None = None):
+        super().__init__(message)
+        self.status, self.headers = status, headers or {}
+
+
+# --- the batcher -------------------------------------------------------------------------------
+
+@dataclass
+class _Waiting:
+    ids: list[int]
+    future: concurrent.futures.Future
+    since: float = field(default_factory=time.monotonic)
+
+
+class Batcher:
+    """One queue of sequences from every request; one worker thread that runs the model on
+    length-sorted batches under a token budget. `run_batch(list of id lists) -> list of scores`."""
+
+    def __init__(self, run_batch, options: ServeOptions, metrics: "Metrics | None" = None):
+        self.run_batch, self.options, self.metrics = run_batch, options, metrics
+        self._waiting: list[_Waiting] = []
+        self._cond = threading.Condition()
+        self._closed = False
+        self._thread = threading.Thread(target=self._loop, name="minirm-batcher", daemon=True)
+        self._thread.start()
+
+    def submit(self, sequences: list[list[int]]) -> list[concurrent.futures.Future]:
+        with self._cond:
+            if len(self._waiting) + len(sequences) > self.options.max_queue:
+                raise BadRequest(f"the queue is full ({len(self._waiting)} sequences waiting); retry shortly",
+                                 503, {"Retry-After": "1"})
+            items = [_Waiting(ids, concurrent.futures.Future()) for ids in sequences]
+            self._waiting.extend(items)
+            self._cond.notify()
+        return [w.future for w in items]
+
+    def depth(self) -> int:
+        return len(self._waiting)
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+        self._thread.join(timeout=10)
+
+    def _take(self) -> list[_Waiting] | None:
+        """Wait for work, then for company (up to max_wait_ms after the oldest arrived, or until a
+        budget's worth is waiting); take everything that is waiting."""
+        budget, wait = self.options.max_batch_tokens, self.options.max_wait_ms / 1000
+        with self._cond:
+            while not self._waiting and not self._closed:
+                self._cond.wait()
+            if self._closed:
+                return None
+            while not self._closed:
+                left = self._waiting[0].since + wait - time.monotonic()
+                if left <= 0 or sum(len(w.ids) for w in self._waiting) >= budget:
+                    break
+                self._cond.wait(timeout=left)
+            taken, self._waiting = self._waiting, []
+        return [w for w in taken if w.future.set_running_or_notify_cancel()]  # skip abandoned requests
+
+    def _loop(self) -> None:
+        while (taken := self._take()) is not None:
+            for batch in budget_batches(taken, self.options.max_batch_tokens):
+                self._run(batch)
+
+    def _run(self, batch: list[_Waiting]) -> None:
+        try:
+            scores = self.run_batch([w.ids for w in batch])
+        except Exception as e:  # noqa: BLE001 - out of memory or worse: fail this batch's requests only
+            for w in batch:
+                w.future.set_exception(e)
+            return
+        if self.metrics:
+            self.metrics.batch(len(batch), sum(len(w.ids) for w in batch))
+        for w, s in zip(batch, scores):
+            w.future.set_result(s)
+
+
+def budget_batches(items: list, max_tokens: int, length=lambda w: len(w.ids)) -> list[list]:
+    """Longest first, cut so that (sequences x longest) stays within max_tokens; a sequence longer
+    than the budget runs alone."""
+    order = sorted(items, key=lambda w: -length(w))
+    batches, current = [], []
+    for w in order:
+        if current and (len(current) + 1) * length(current[0]) > max_tokens:
+            batches.append(current)
+            current = []
+        current.append(w)
+    return batches + ([current] if current else [])
+
+
+# --- metrics ----------------------------------------------------------------------------------
+
+class Metrics:
+    def __init__(self, depth):
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        self.registry = CollectorRegistry()
+        self.requests = Counter("minirm_requests", "requests answered", ["endpoint", "status"],
+                                registry=self.registry)
+        self.sequences = Counter("minirm_sequences", "sequences scored", registry=self.registry)
+        self.tokens = Counter("minirm_tokens", "real tokens scored", registry=self.registry)
+        self.batch_size = Histogram("minirm_batch_size", "sequences per forward", registry=self.registry,
+                                    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512))
+        self.latency = Histogram("minirm_request_latency_seconds", "request latency", ["endpoint"],
+                                 registry=self.registry,
+                                 buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30))
+        Gauge("minirm_queue_depth", "sequences waiting", registry=self.registry).set_function(depth)
+
+    def batch(self, sequences: int, tokens: int) -> None:
+        self.batch_size.observe(sequences)
+        self.sequences.inc(sequences)
+        self.tokens.inc(tokens)
+
+    def text(self) -> bytes:
+        from prometheus_client import generate_latest
+
+        return generate_latest(self.registry)
+
+
+# --- requests -> samples ------------------------------------------------------------------------
+
+def _string_list(body: dict, name: str, required: bool = True) -> list[str] | None:
+    value = body.get(name)
+    if value is None:
+        if required:
+            raise BadRequest(f"field {name!r} is missing; send a list of strings")
+        return None
+    if not isinstance(value, list):
+        raise BadRequest(f"field {name!r} must be a list of strings, got {type(value).__name__}")
+    if not value:
+        raise BadRequest(f"field {name!r} is an empty list; send at least one string")
+    for i, item in enumerate(value):
+        if not isinstance(item, str):
+            raise BadRequest(f"{name}[{i}] must be a string, got {type(item).__name__}")
+        if has_lone_surrogate(item):
+            raise BadRequest(f"{name}[{i}] holds a lone surrogate escape (\\ud800-\\udfff without its pair)")
+    return value
+
+
+def reward_samples(body: dict, pair_input: bool, strip=None) -> list[Sample]:
+    """OpenRLHF's request -> samples: pair models split query[i] at prompts[i]; others score it whole."""
+    queries = _string_list(body, "query")
+    prompts = _string_list(body, "prompts", required=pair_input)
+    if prompts is not None and len(prompts) != len(queries):
+        raise BadRequest(f"'prompts' has {len(prompts)} items but 'query' has {len(queries)}; send one per query")
+    strip = strip or (lambda text: text)
+    if not pair_input:
+        return [Sample(None, strip(q)) for q in queries]
+    samples = []
+    for i, (q, p) in enumerate(zip(queries, prompts)):
+        if not q.startswith(p):
+            raise BadRequest(f"query[{i}] does not start with prompts[{i}]; a query is the prompt followed by "
+                             "its response")
+        samples.append(Sample.pair(strip(p), strip(q[len(p):])))
+    return samples
+
+
+def template_stripper(name: str | None):
+    if name is None:
+        return None
+    pattern = re.compile("|".join(f"(?:{p})" for p in TEMPLATES[name]))
+    return lambda text: pattern.sub("", text).strip()
+
+
+def parse_body(raw: bytes) -> dict:
+    try:
+        body = parse_strict_json(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise BadRequest("the body is not UTF-8 text") from None
+    except ValueError as e:
+        raise BadRequest(f"the body is not valid JSON ({e})") from None
+    if not isinstance(body, dict):
+        raise BadRequest(f"the body must be a JSON object, got {type(body).__name__}")
+    return body
+
+
+# --- the app ------------------------------------------------------------------------------------
+
+class RewardService:
+    """What the endpoints share: the scorer, the batcher and the metrics."""
+
+    def __init__(self, scorer, options: ServeOptions):
+        self.scorer, self.options = scorer, options
+        self.strip = template_stripper(options.strip_template)
+        self.metrics = Metrics(lambda: self.batcher.depth())
+        self.batcher = Batcher(self._forward, options, self.metrics)
+
+    @torch.inference_mode()
+    def _forward(self, sequences: list[list[int]]) -> list[float]:
+        s = self.scorer
+        ids, lengths = pad_batch(sequences, s.tokenizer.pad_id, s.device)
+        return s.logits_to_scores(s.model(ids, lengths, s.attention).float()).tolist()
+
+    async def score(self, samples: list[Sample], labels: list[str]) -> list[float]:
+        if len(samples) > self.options.max_request:
+            raise BadRequest(f"{len(samples)} sequences in one request; send at most {self.options.max_request}",
+                             413)
+        sequences = await asyncio.to_thread(self.scorer.encode, samples)
+        for label, ids in zip(labels, sequences):
+            if not ids:
+                raise BadRequest(f"{label} tokenizes to nothing; give it some text")
+        futures = self.batcher.submit(sequences)
+        try:
+            scores = await asyncio.gather(*(asyncio.wrap_future(f) for f in futures))
+        except asyncio.CancelledError:  # the client went away: its waiting sequences are dropped
+            for f in futures:
+                f.cancel()
+            raise
+        bad = [i for i, x in enumerate(scores) if not math.isfinite(x)]
+        if bad:
+            raise ModelFailure(f"{labels[bad[0]]}: the model scores it {scores[bad[0]]} (numeric overflow); "
+                               "serve with --dtype float32 or bfloat16")
+        return scores
+
+    async def get_reward(self, body: dict) -> dict:
+        samples = reward_samples(body, self.scorer.tokenizer.pair_input, self.strip)
+        scores = await self.score(samples, [f"query[{i}]" for i in range(len(samples))])
+        return {"rewards": scores, "scores": scores, "extra_logs": {}}
+
+    async def score_rows(self, body: dict) -> dict:
+        rows = body.get("rows")
+        if not isinstance(rows, list) or not rows:
+            raise BadRequest("field 'rows' must be a non-empty list of row objects")
+        samples, labels, owners = [], [], []
+        for i, row in enumerate(rows):
+            if not isinstance(row, dict):
+                raise BadRequest(f"rows[{i}] must be an object, got {type(row).__name__}")
+            try:
+                kind = check_row(row, f"rows[{i}]")
+            except MinirmError as e:
+                raise BadRequest(str(e)) from None
+            for sample, name in zip(row_samples(row), SCORE_FIELDS[kind]):
+                samples.append(sample)
+                labels.append(f"rows[{i}]" + (f" ({name.removeprefix('score_')})" if kind == "preference" else ""))
+                owners.append(i)
+        scores = await self.score(samples, labels)
+        per_row: dict[int, list[float]] = {}
+        for i, s in zip(owners, scores):
+            per_row.setdefault(i, []).append(s)
+        return {"rows": [scored_row(row, per_row[i]) for i, row in enumerate(rows)]}
+
+
+class ModelFailure(Exception):
+    """Something went wrong inside the model for this request: a 500 that says what."""
+
+
+def build_app(scorer, options: ServeOptions | None = None):
+    from fastapi import FastAPI, Request
+    from fastapi.responses import JSONResponse, Response
+
+    from contextlib import asynccontextmanager
+
+    options = options or ServeOptions()
+    service = RewardService(scorer, options)
+
+    @asynccontextmanager
+    async def lifespan(app):
+        yield
+        service.batcher.close()
+
+    app = FastAPI(title="minirm reward server", docs_url=None, redoc_url=None, lifespan=lifespan)
+    app.state.service = service
+
+    def answer(endpoint: str, status: int, body: dict, started: float, headers: dict | None = None):
+        service.metrics.requests.labels(endpoint, str(status)).inc()
+        service.metrics.latency.labels(endpoint).observe(time.monotonic() - started)
+        return JSONResponse(body, status_code=status, headers=headers)
+
+    async def handle(request: Request, endpoint: str, method):
+        started = time.monotonic()
+        try:
+            body = parse_body(await request.body())
+            return answer(endpoint, 200, await method(body), started)
+        except BadRequest as e:
+            return answer(endpoint, e.status, {"error": str(e)}, started, e.headers)
+        except ModelFailure as e:
+            return answer(endpoint, 500, {"error": str(e)}, started)
+        except Exception as e:  # noqa: BLE001 - inside the model (out of memory, ...): this request only
+            return answer(endpoint, 500, {"error": f"scoring failed: {type(e).__name__}: {first_line(e)}"}, started)
+
+    @app.post("/get_reward")
+    async def get_reward(request: Request):
+        return await handle(request, "/get_reward", service.get_reward)
+
+    @app.post("/score")
+    async def score(request: Request):
+        return await handle(request, "/score", service.score_rows)
+
+    @app.get("/health")
+    async def health():
+        return {"status": "ok", "model": scorer.cfg.raw.get("_name_or_path") or scorer.cfg.family}
+
+    @app.get("/metrics")
+    async def metrics():
+        return Response(service.metrics.text(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    return app
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    """'[HOST:]PORT' -> (host, port); the host defaults to 127.0.0.1, reachable from this machine only."""
+    host, _, port = text.rpartition(":")
+    host = host.strip("[]") or "127.0.0.1"
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise MinirmError(f"--serve {text!r}: give [HOST:]PORT, e.g. 8000 or 0.0.0.0:8000")
+    return host, int(port)
+
+
+class ServerThread:
+    """Run an app with uvicorn in a background thread (tests, benchmarks): `with ServerThread(app) as url:`."""
+
+    def __init__(self, app, host: str = "127.0.0.1", port: int = 0):
+        import uvicorn
+
+        self.server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> str:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the server did not start")
+            time.sleep(0.01)
+        sock = self.server.servers[0].sockets[0]
+        host, port = sock.getsockname()[:2]
+        return f"http://{host}:{port}"
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+def serve(scorer, address: str, options: ServeOptions) -> None:
+    import sys
+
+    import uvicorn
+
+    host, port = parse_address(address)
+    app = build_app(scorer, options)
+    print(f"minirm: serving {app.state.service.scorer.cfg.family} on http://{host}:{port} "
+          "(POST /get_reward, POST /score, GET /health, GET /metrics)", file=sys.stderr)
+    uvicorn.run(app, host=host, port=port, log_level="warning")
+
+

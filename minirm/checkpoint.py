@@ -1,10 +1,10 @@
 """Checkpoints: Hugging Face files <-> tensors <-> our modules, and back.
 
 Loading reads one tensor at a time (safetensors `safe_open`, or a memory-mapped
-`torch.load(weights_only=True)` for pytorch_model.bin), renames it through the family's
-weight map, checks its shape, casts it and keeps it; the model is built on the meta
-device and the tensors are assigned to it, so peak memory is about the weights
-themselves. Pickle never runs arbitrary code here: weights_only=True only rebuilds
+`torch.load(weights_only=True)` for pytorch_model.bin), renames it through the weight map
+of its family's registry entry (minirm/models), checks its shape, casts it and keeps it;
+the model is built on the meta device and the tensors are assigned to it, so peak memory
+is about the weights themselves. Pickle never runs arbitrary code here: weights_only=True only rebuilds
 tensors and plain containers.
 
 Saving writes the same Hugging Face layout (config.json + model.safetensors) through a
@@ -29,16 +29,14 @@ from safetensors.torch import save_file
 
 from .config import ModelConfig
 from .errors import MinirmError, first_line
-from .models import FAMILIES, Family
+from .hub import TOKENIZER_FILES
+from .models import FAMILIES, Family, regression_family
+from .tokenizer import read_tokenizer
 
 SAFETENSORS = "model.safetensors"
 SAFETENSORS_INDEX = "model.safetensors.index.json"
 PYTORCH_BIN = "pytorch_model.bin"
 PYTORCH_BIN_INDEX = "pytorch_model.bin.index.json"
-TOKENIZER_FILES = (
-    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-    "vocab.txt", "vocab.json", "merges.txt", "spm.model",
-)
 
 
 # --- reading tensors ----------------------------------------------------------------------
@@ -103,7 +101,7 @@ class WeightMap:
         self.ignored = [re.compile(p + "$") for p in family.ignore]
 
     def to_ours(self, hf_name: str) -> tuple[str, bool] | None:
-        for old, new in self.family.aliases.items():
+        for old, new in self.family.renames.items():
             if hf_name.startswith(old):
                 hf_name = new + hf_name[len(old):]
         # TF-era checkpoints name LayerNorm parameters gamma/beta; transformers renames them too
@@ -199,10 +197,12 @@ def build_model(cfg: ModelConfig, device: str | torch.device = "cpu") -> torch.n
     return FAMILIES[cfg.family].build(cfg).to(device)
 
 
-def load_model(model_dir: str | Path, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"):
-    """config.json + weights in `model_dir` -> (model in eval mode, config)."""
+def load_model(model_dir: str | Path, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu", *,
+               config: ModelConfig | None = None):
+    """config.json + weights in `model_dir` -> (model in eval mode, config). Pass `config` when
+    the caller has read model_dir's config.json already."""
     model_dir = Path(model_dir)
-    cfg = ModelConfig.from_file(model_dir / "config.json")
+    cfg = config if config is not None else ModelConfig.from_file(model_dir / "config.json")
     if cfg.family not in FAMILIES:
         raise MinirmError(f"{model_dir}: {cfg.family} models are not available in this minirm build")
     family = FAMILIES[cfg.family]
@@ -212,54 +212,36 @@ def load_model(model_dir: str | Path, dtype: torch.dtype = torch.float32, device
     return model.to(device).eval(), cfg
 
 
-# the class transformers builds for each family's reward model (written into config.json)
-REWARD_ARCHITECTURES = {
-    "bert": "BertForSequenceClassification", "roberta": "RobertaForSequenceClassification",
-    "gpt2": "GPT2ForSequenceClassification", "deberta-v2": "DebertaV2ForSequenceClassification",
-    "bert-reward": "RewardModel",
-}
-
-
-# the older Aira RewardModel's config.json points transformers at its remote code through this
-AIRA_AUTO_MAP = {"AutoConfig": "reward_model_config.RewardModelConfig", "AutoModel": "reward_model.RewardModel"}
-
-
 def reward_config(cfg: ModelConfig, num_labels: int, regression_head: bool = False) -> ModelConfig:
     """The config of a reward model on `cfg`'s encoder: its sequence-classification class and
-    `num_labels`, or the Aira regression head (bert-reward) on a BERT encoder."""
+    `num_labels`, or a regression head (the Aira one, bert-reward) on the encoder it sits on."""
     raw = {k: v for k, v in cfg.raw.items() if k not in ("id2label", "label2id")}
-    family = cfg.family
+    family = FAMILIES[cfg.family]
     if regression_head:
-        if family not in ("bert", "bert-reward"):
-            raise MinirmError(f"the Aira regression head sits on a BERT encoder, not on {family}")
-        family = "bert-reward"
-        # the published config.json's fields, auto_map included, so that the original remote code
-        # (reward_model.py, reward_model_config.py) would load what minirm saves
-        raw.update(model_type="bert-reward", linear_layer=cfg.linear_layer, linear_layer_output=1,
-                   auto_map=dict(AIRA_AUTO_MAP))
-        raw.pop("num_labels", None)
+        family = regression_family(cfg.family)
+        family.regression.layout(raw)
     else:
         raw["num_labels"] = num_labels
-    if family == "gpt2" and raw.get("pad_token_id") is None:
-        # GPT-2 has no pad token: reward models pad with eos (50256), so transformers reads the
-        # score at the last real token
-        raw["pad_token_id"] = raw.get("eos_token_id", 50256)
-    raw["architectures"] = [REWARD_ARCHITECTURES[family]]
+    if family.reward_fields is not None:
+        family.reward_fields(raw)
+    raw["architectures"] = [family.architecture]
     return ModelConfig.from_dict(raw)
 
 
 def load_for_training(model_dir: str | Path, num_labels: int = 1, regression_head: bool = False,
-                      device: str | torch.device = "cpu") -> tuple[torch.nn.Module, ModelConfig, list[str]]:
+                      device: str | torch.device = "cpu", *,
+                      config: ModelConfig | None = None) -> tuple[torch.nn.Module, ModelConfig, list[str]]:
     """A reward model to train, in fp32: from a reward checkpoint of the same head (fine-tuning
     further), or from a base model (bert-base-cased, gpt2, ...) with a freshly initialised head.
+    Pass `config` when the caller has read model_dir's config.json already.
     Returns (model in train mode, config, names of the parameters initialised fresh)."""
     model_dir = Path(model_dir)
-    cfg = ModelConfig.from_file(model_dir / "config.json")
+    cfg = config if config is not None else ModelConfig.from_file(model_dir / "config.json")
     target = reward_config(cfg, num_labels, regression_head)
     same_head = (cfg.family == target.family and cfg.num_labels == target.num_labels
-                 and REWARD_ARCHITECTURES[cfg.family] in (cfg.raw.get("architectures") or []))
+                 and FAMILIES[cfg.family].architecture in (cfg.raw.get("architectures") or []))
     if same_head:
-        model, cfg = load_model(model_dir, torch.float32, device)
+        model, cfg = load_model(model_dir, torch.float32, device, config=cfg)
         return model.train(), cfg, []
     family = FAMILIES[target.family]
     with torch.device("meta"):
@@ -298,8 +280,6 @@ def save_model(model: torch.nn.Module, out_dir: str | Path, tokenizer_dir: str |
                 if (Path(tokenizer_dir) / name).is_file():
                     shutil.copy2(Path(tokenizer_dir) / name, tmp / name)
             if not (tmp / "tokenizer.json").is_file():  # rebuilt from vocab files: write the one-file form
-                from .tokenizer import read_tokenizer
-
                 read_tokenizer(Path(tokenizer_dir), model.cfg).save(str(tmp / "tokenizer.json"))
         (tmp / "config.json").write_text(json.dumps(model.cfg.to_dict(), indent=2) + "\n", encoding="utf-8")
         if into_existing:

@@ -12,29 +12,23 @@ from __future__ import annotations
 import os
 import re
 import socket
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlparse
 
 from .errors import MinirmError, first_line
+from .models import MODEL_ALIASES
 
-ALIASES = {
-    "aux-roberta": "nicholasKluge/Aux-RewardModel",
-    "aira-bert": "nicholasKluge/RewardModel",
-    "chai-gpt2": "Jellywibble/CHAI_alignment_reward_model",
-    "oa-deberta": "theblackcat102/deberta-v2-xxlarge-rm",
-}
-ALIAS_NOTES = {
-    "aux-roberta": "RoBERTa-base, 1 label; score = logit of (prompt, response)",
-    "aira-bert": "BERT-base-cased, 1 label; score = logit of (prompt, response)",
-    "chai-gpt2": "GPT-2, 2 labels, Pygmalion chat format; score = P(label 1 = appropriate)",
-    "oa-deberta": "OpenAssistant DeBERTa-v2-xxlarge (1.5B), 1 label; score = logit of (prompt, response)",
-}
-# the tokenizer a family falls back to when a repo ships none (the CHAI card uses "gpt2"'s)
-BASE_TOKENIZERS = {"gpt2": "openai-community/gpt2", "bert": "google-bert/bert-base-cased",
-                   "bert-reward": "google-bert/bert-base-cased", "roberta": "FacebookAI/roberta-base"}
+# --model aliases, from the family entries (minirm/models): alias -> Hub repo, and how it scores
+ALIASES = {a.name: a.repo for a in MODEL_ALIASES}
+ALIAS_NOTES = {a.name: a.note for a in MODEL_ALIASES}
 
-METADATA = ["config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-            "vocab.txt", "vocab.json", "merges.txt", "spm.model"]
+# the files a tokenizer is read from, and copied with a checkpoint; a folder holds a tokenizer
+# when it has one of the first four (tokenizer.json or a vocabulary to rebuild it from)
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spm.model",
+                   "merges.txt", "tokenizer_config.json", "special_tokens_map.json")
+TOKENIZER_VOCABS = TOKENIZER_FILES[:4]
+METADATA = ["config.json", *TOKENIZER_FILES]
 SAFETENSORS_FILES = ["model.safetensors", "model.safetensors.index.json", "model-*.safetensors"]
 BIN_FILES = ["pytorch_model.bin", "pytorch_model.bin.index.json", "pytorch_model-*.bin"]
 REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
@@ -104,39 +98,72 @@ def hub_cache_dir() -> str | None:
 
 def _complete(folder: Path, files: str) -> bool:
     if files == "tokenizer":
-        return any((folder / f).is_file() for f in METADATA[1:])
+        return any((folder / f).is_file() for f in TOKENIZER_FILES)
     has_weights = any(folder.glob("*.safetensors")) or any(folder.glob("pytorch_model*.bin"))
     return (folder / "config.json").is_file() and has_weights
 
 
-def _from_cache(repo_id: str, revision: str | None, files: str) -> Path | None:
-    """The cached snapshot, if it holds what `files` needs.
+def cached_snapshot(repo_id: str, revision: str | None, patterns: list[str], repo_type: str | None = None) -> Path | None:
+    """The snapshot folder in the Hugging Face cache that holds the files `patterns` match, or None.
 
     huggingface_hub keeps the repo's whole file list (trees/<commit>.json) beside a snapshot and
-    calls it incomplete when a listed file is missing, so the lookup asks for the files minirm
-    downloads (_download), not for every file: one kind of weights, not all of them.
+    calls it incomplete when a listed file is missing, so a lookup must ask for the files minirm
+    downloads, not for every file: else what minirm fetched could not be read again offline.
     """
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import LocalEntryNotFoundError
 
+    try:
+        return Path(snapshot_download(repo_id, repo_type=repo_type, revision=revision, cache_dir=hub_cache_dir(),
+                                      local_files_only=True, allow_patterns=patterns))
+    except (LocalEntryNotFoundError, FileNotFoundError, ValueError):
+        return None
+
+
+def _from_cache(repo_id: str, revision: str | None, files: str) -> Path | None:
+    """The cached snapshot, if it holds what `files` needs: the files _download fetches, with
+    one kind of weights, not all of them."""
     for weights in ([SAFETENSORS_FILES, BIN_FILES] if files == "model" else [[]]):
-        try:
-            folder = Path(snapshot_download(repo_id, revision=revision, cache_dir=hub_cache_dir(), local_files_only=True,
-                                            allow_patterns=METADATA + weights))
-        except (LocalEntryNotFoundError, FileNotFoundError, ValueError):
-            continue
-        if _complete(folder, files):
+        folder = cached_snapshot(repo_id, revision, METADATA + weights)
+        if folder is not None and _complete(folder, files):
             return folder
     return None
 
 
-def _download(repo_id: str, revision: str | None, files: str, hint: str) -> Path:
-    from huggingface_hub import HfApi, snapshot_download
+@contextmanager
+def hub_errors(what: str, revision: str | None, *, revision_fix: str, unreachable: str, hint: str,
+               name_other_errors: bool = False):
+    """huggingface_hub's failures inside the block, as one-line MinirmErrors about `what`
+    ("org/name", "dataset org/name"): no such revision (then `revision_fix`), gated, not found,
+    and the network ones (offline, not cached, HTTP and connection errors) as
+    "{unreachable} (first line of the error); {hint}". With `name_other_errors`, a connection
+    error from outside huggingface_hub (httpx's) is shown by its class name. Anything else is a
+    bug and propagates as it is."""
     from huggingface_hub.errors import (
         GatedRepoError, HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError,
     )
 
     try:
+        yield
+    except RevisionNotFoundError:
+        raise MinirmError(f"{what} has no revision {revision!r}; {revision_fix}") from None
+    except GatedRepoError:  # before RepositoryNotFoundError, its parent class
+        raise MinirmError(f"{what} is gated; accept its terms on the Hub and log in with `hf auth login`") from None
+    except RepositoryNotFoundError:
+        raise MinirmError(f"{what} was not found on the Hub (or is private); check the name") from None
+    except Exception as e:  # noqa: BLE001 - httpx and friends raise their own connection errors
+        from_hub = isinstance(e, (LocalEntryNotFoundError, HfHubHTTPError, OSError))
+        if not from_hub and not any(word in type(e).__name__.lower() for word in ("connect", "timeout")):
+            raise
+        detail = type(e).__name__ if name_other_errors and not from_hub else first_line(e, 160)
+        raise MinirmError(f"{unreachable} ({detail}); {hint}") from None
+
+
+def _download(repo_id: str, revision: str | None, files: str, hint: str) -> Path:
+    from huggingface_hub import HfApi, snapshot_download
+
+    with hub_errors(repo_id, revision, revision_fix="check --revision", hint=hint, name_other_errors=True,
+                    unreachable=f"cannot reach the Hugging Face Hub for {repo_id}"):
         patterns = list(METADATA)
         if files == "model":
             listing = HfApi().list_repo_files(repo_id, revision=revision)
@@ -144,16 +171,4 @@ def _download(repo_id: str, revision: str | None, files: str, hint: str) -> Path
             patterns += SAFETENSORS_FILES if has_safetensors else BIN_FILES
         folder = snapshot_download(repo_id, revision=revision, cache_dir=hub_cache_dir(), allow_patterns=patterns,
                                    etag_timeout=10)
-    except RevisionNotFoundError:
-        raise MinirmError(f"{repo_id} has no revision {revision!r}; check --revision") from None
-    except GatedRepoError:
-        raise MinirmError(f"{repo_id} is gated; accept its terms on the Hub and log in with `hf auth login`") from None
-    except RepositoryNotFoundError:
-        raise MinirmError(f"{repo_id} was not found on the Hub (or is private); check the name") from None
-    except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as e:
-        raise MinirmError(f"cannot reach the Hugging Face Hub for {repo_id} ({first_line(e, 160)}); {hint}") from None
-    except Exception as e:  # noqa: BLE001 - httpx and friends raise their own connection errors
-        if "connect" in type(e).__name__.lower() or "timeout" in type(e).__name__.lower():
-            raise MinirmError(f"cannot reach the Hugging Face Hub for {repo_id} ({type(e).__name__}); {hint}") from None
-        raise
     return Path(folder)

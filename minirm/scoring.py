@@ -5,7 +5,7 @@ little compute goes to padding; scores are put back in input order. A sequence's
 does not depend on what it is batched with: padding is masked out of attention and the
 head reads each sequence's own token.
 
-How a score is made from the logits:
+How a score is made from the logits (each family's entry names its rule, `Family.score`):
 - 1 label:                  the raw logit (Aira, Aux, OpenAssistant)
 - the Aira regression head: head output x alpha (--alpha, default 1, as the published forward)
 - 2 labels:                 P(label 1) = softmax(logits)[1] (CHAI: label 1 is "appropriate")
@@ -21,7 +21,6 @@ import torch
 from .attention import check_backend, default_backend
 from .batching import length_batches, pad_batch
 from .checkpoint import load_model
-from .models import supports_packed
 from .config import ModelConfig
 from .errors import MinirmError, check_number, first_line
 from .hub import resolve_model
@@ -63,17 +62,17 @@ class Scorer:
         cfg = ModelConfig.from_file(model_dir / "config.json")
         if cfg.num_labels not in (1, 2):
             raise MinirmError(f"{name}: {cfg.num_labels} labels; a reward score needs a 1- or 2-label head")
-        if alpha is not None and cfg.family != "bert-reward":
+        if alpha is not None and not cfg.spec.takes_alpha:
             raise MinirmError(f"--alpha applies only to the Aira regression model (model_type bert-reward); "
                               f"drop it for this {cfg.family} model")
-        packed = supports_packed(cfg.family)
+        packed = cfg.spec.supports_packed
         if attention is None:
             attention = default_backend(device) if packed else "sdpa"
         elif attention == "triton" and not packed:
             raise MinirmError(f"{cfg.family} attention carries a relative-position bias the triton kernel "
                               "does not take; use --attention sdpa")
         tok = load_tokenizer(find_tokenizer(tokenizer, model_dir, cfg), cfg, max_length, truncation_side, chat_names)
-        model, cfg = load_model(model_dir, DTYPES[dtype], device)
+        model, cfg = load_model(model_dir, DTYPES[dtype], device, config=cfg)
         return cls(model, cfg, tok, device, batch_size, attention, 1.0 if alpha is None else alpha)
 
     # --- public API ---------------------------------------------------------------------
@@ -144,11 +143,8 @@ class Scorer:
         return [scores[j] for j in slot]
 
     def logits_to_scores(self, logits: torch.Tensor) -> torch.Tensor:
-        if self.cfg.family == "bert-reward":
-            return logits[:, 0] * self.alpha
-        if self.cfg.num_labels == 1:
-            return logits[:, 0]
-        return logits.softmax(dim=-1)[:, 1]
+        """(B, num_labels) -> (B,) scores, by the family's rule (see the module docstring)."""
+        return self.cfg.spec.score(logits, self.alpha)
 
 
 class SampleError(MinirmError):

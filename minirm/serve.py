@@ -324,10 +324,7 @@ class ModelFailure(Exception):
     """Something went wrong inside the model for this request: a 500 that says what."""
 
 
-def build_app(scorer, options: ServeOptions | None = None):
-    from fastapi import FastAPI, Request
-    from fastapi.responses import JSONResponse, Response
-
+def build_app(scorer, options: ServeOptions | None = None) -> FastAPI:
     from contextlib import asynccontextmanager
 
     options = options or ServeOptions()

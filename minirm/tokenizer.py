@@ -24,7 +24,7 @@ from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalize
 
 from .config import ModelConfig
 from .errors import MinirmError, check_number
-from .hub import BASE_TOKENIZERS, resolve_model
+from .hub import TOKENIZER_VOCABS, resolve_model
 from .formats import pygmalion_text
 from .records import Sample
 from .spm import CONTROL, UNIGRAM, USER_DEFINED, read_spm
@@ -40,7 +40,7 @@ class RewardTokenizer:
                  truncation_side: str | None = None, chat_names: dict | None = None):
         self.tokenizer = tokenizer
         self.cfg = cfg
-        self.pair_input = cfg.family != "gpt2"  # GPT-2 models score one formatted text
+        self.pair_input = cfg.spec.pair_input  # GPT-2 models score one formatted text
         self.chat_names = self._check_chat_names(chat_names or {})
         limit = usable_positions(cfg)
         check_number("max_length", max_length, integer=True, low=1, optional=True)
@@ -48,7 +48,7 @@ class RewardTokenizer:
             raise MinirmError(f"--max-length {max_length} exceeds this model's {limit} positions; use at most {limit}")
         self.max_length = min(max_length or DEFAULT_MAX_LENGTH, limit)
         self._check_room(self.max_length)
-        self.truncation_side = truncation_side or ("left" if cfg.family == "gpt2" else "right")
+        self.truncation_side = truncation_side or cfg.spec.truncation_side  # GPT-2: left, keeping the end
         if self.truncation_side not in ("left", "right"):
             raise MinirmError(f"truncation side must be 'left' or 'right', not {self.truncation_side!r}")
         tokenizer.no_padding()
@@ -116,11 +116,9 @@ class RewardTokenizer:
 
 
 def usable_positions(cfg: ModelConfig) -> int:
-    if cfg.family == "roberta":  # positions 0..pad are reserved by fairseq's numbering
-        return cfg.max_positions - (cfg.pad_token_id or 0) - 1
-    if cfg.family == "deberta-v2" and not cfg.position_biased_input:
-        return 1 << 20  # relative positions only: no hard limit from the embedding table
-    return cfg.max_positions
+    """The longest input the model reads: its position table, less what its family reserves
+    (RoBERTa's fairseq numbering), or no hard limit (DeBERTa with relative positions only)."""
+    return cfg.spec.usable_positions(cfg)
 
 
 def pad_token_id(tokenizer: Tokenizer, cfg: ModelConfig) -> int:
@@ -145,7 +143,7 @@ def find_tokenizer(tokenizer: str | None, model_dir: Path, cfg: ModelConfig) -> 
         return resolve_model(tokenizer, files="tokenizer")
     if has_tokenizer(model_dir):
         return model_dir
-    base = BASE_TOKENIZERS.get(cfg.family)
+    base = cfg.spec.base_tokenizer
     if base is None:
         raise MinirmError(f"{model_dir}: ships no tokenizer; pass --tokenizer DIR_OR_REPO")
     try:
@@ -156,7 +154,7 @@ def find_tokenizer(tokenizer: str | None, model_dir: Path, cfg: ModelConfig) -> 
 
 
 def has_tokenizer(folder: Path) -> bool:
-    return any((folder / f).is_file() for f in ("tokenizer.json", "vocab.txt", "vocab.json", "spm.model"))
+    return any((folder / f).is_file() for f in TOKENIZER_VOCABS)
 
 
 def read_tokenizer(folder: Path, cfg: ModelConfig) -> Tokenizer:
@@ -175,8 +173,8 @@ def read_tokenizer(folder: Path, cfg: ModelConfig) -> Tokenizer:
         # transformers' BertTokenizer lowercases unless told otherwise
         return _wordpiece(folder / "vocab.txt", lowercase=options.get("do_lower_case", True))
     if (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file():
-        return _byte_level_bpe(folder, with_roberta_specials=cfg.family == "roberta")
-    if (folder / "spm.model").is_file() and cfg.family == "deberta-v2":
+        return _byte_level_bpe(folder, with_roberta_specials=cfg.spec.roberta_specials)
+    if (folder / "spm.model").is_file() and cfg.spec.spm:
         return _deberta_spm(folder / "spm.model", options)
     raise MinirmError(
         f"{folder}: no tokenizer (tokenizer.json, vocab.txt, vocab.json + merges.txt, or a DeBERTa spm.model); "

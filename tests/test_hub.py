@@ -101,3 +101,95 @@ def test_a_model_minirm_downloaded_reads_back_offline(make_checkpoint, tmp_path,
     assert (resolve_model("openai-community/gpt2", files="tokenizer") / "tokenizer.json").is_file()
     with pytest.raises(MinirmError, match="not in the Hugging Face cache"):  # no weights there: not a model
         resolve_model("openai-community/gpt2")
+
+
+# --- huggingface_hub's failures: one mapping (hub.hub_errors) for models and datasets ---------
+
+class ConnectError(Exception):
+    """Stands in for httpx's connection errors, which are not huggingface_hub's own."""
+
+
+def hub_failures():
+    import httpx
+    from huggingface_hub.errors import (
+        GatedRepoError, HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError,
+    )
+
+    response = httpx.Response(404, request=httpx.Request("GET", "https://huggingface.co/org/name"))
+    return {
+        "revision": RevisionNotFoundError("Revision Not Found", response=response),
+        "gated": GatedRepoError("Access restricted", response=response),
+        "missing": RepositoryNotFoundError("Repository Not Found", response=response),
+        "http": HfHubHTTPError("500 Server Error\nInternal Server Error for url", response=response),
+        "connect": ConnectError("[Errno 111] Connection refused\nmore"),
+    }
+
+
+MODEL_MESSAGES = {
+    "revision": "org/name has no revision 'v9'; check --revision",
+    "gated": "org/name is gated; accept its terms on the Hub and log in with `hf auth login`",
+    "missing": "org/name was not found on the Hub (or is private); check the name",
+    "http": "cannot reach the Hugging Face Hub for org/name (500 Server Error); {hint}",
+    "connect": "cannot reach the Hugging Face Hub for org/name (ConnectError); {hint}",
+}
+DATASET_MESSAGES = {
+    "revision": "dataset org/name has no revision 'v9'; check the revision",
+    "gated": "dataset org/name is gated; accept its terms on the Hub and log in with `hf auth login`",
+    "missing": "dataset org/name was not found on the Hub (or is private); check the name",
+    "http": "cannot download dataset org/name (500 Server Error); {hint}",
+    "connect": "cannot download dataset org/name ([Errno 111] Connection refused); {hint}",
+}
+
+
+@pytest.fixture
+def failing_hub(tmp_path, monkeypatch):
+    """A reachable Hub whose downloads raise `failing_hub[0]`; nothing is cached."""
+    import huggingface_hub
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty"))
+    monkeypatch.setattr("minirm.hub.hub_reachable", lambda: (True, ""))
+    failure = [None]
+
+    def snapshot_download(repo_id, **kwargs):
+        if kwargs.get("local_files_only"):
+            raise LocalEntryNotFoundError("not cached")
+        raise failure[0]
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+    monkeypatch.setattr(huggingface_hub.HfApi, "list_repo_files", lambda self, *a, **k: ["model.safetensors"])
+    return failure
+
+
+@pytest.mark.parametrize("kind", list(MODEL_MESSAGES))
+def test_model_download_failures_are_one_line(failing_hub, kind):
+    from minirm.hub import download_hint
+
+    failing_hub[0] = hub_failures()[kind]
+    with pytest.raises(MinirmError) as err:
+        resolve_model("org/name", revision="v9")
+    hint = download_hint("org/name", "v9", "model", "a local checkpoint directory")
+    assert str(err.value) == MODEL_MESSAGES[kind].format(hint=hint)
+
+
+@pytest.mark.parametrize("kind", list(DATASET_MESSAGES))
+def test_dataset_download_failures_are_one_line(failing_hub, kind):
+    from minirm.data import read_rows
+    from minirm.hub import download_hint
+
+    failing_hub[0] = hub_failures()[kind]
+    with pytest.raises(MinirmError) as err:
+        read_rows("org/name", revision="v9")
+    hint = download_hint("org/name", "v9", "dataset", "a local data file")
+    assert str(err.value) == DATASET_MESSAGES[kind].format(hint=hint)
+
+
+def test_a_bug_during_a_download_keeps_its_traceback(failing_hub):
+    from minirm.data import read_rows
+
+    failing_hub[0] = KeyError("a bug, not the network")
+    with pytest.raises(KeyError):
+        resolve_model("org/name")
+    with pytest.raises(KeyError):
+        read_rows("org/name")

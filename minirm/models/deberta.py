@@ -57,24 +57,30 @@ Attention runs through torch's scaled_dot_product_attention with the c2p + p2c b
 float mask (the default), or written out (backend "eager"). The relative bias cannot be
 expressed in the packed varlen Triton kernel, so the model declares
 `supports_packed = False` and refuses the triton backend in one line.
+
+The config.json fields only DeBERTa reads are `DebertaOptions` (cfg.extra); they, the
+weight map and the rest of the family's registry entry (`DEBERTA_V2`) close this file.
 """
 
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..attention import AttentionBatch
-from ..config import ModelConfig
 from ..errors import MinirmError
-from . import Family  # defined in the package before this module is imported
-from .bert import EncoderLayer  # the same post-LN block as BERT, with disentangled attention inside
+from .bert import EncoderLayer, encoder_config  # the same post-LN block as BERT, with disentangled attention inside
 from .common import RewardModel, activation, run_layer
 from .heads import ContextPooler
+from .registry import INT, POSITIVE_INT, STRING, Alias, Family
+
+if TYPE_CHECKING:
+    from ..config import ModelConfig
 
 # --- relative positions --------------------------------------------------------------------
 
@@ -112,9 +118,9 @@ def relative_positions(length: int, buckets: int, max_distance: int, device) -> 
 class Embeddings(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        E, C = cfg.embedding_size or cfg.hidden_size, cfg.hidden_size
+        E, C = cfg.extra.embedding_size or cfg.hidden_size, cfg.hidden_size
         self.tokens = nn.Embedding(cfg.vocab_size, E)
-        self.positions = nn.Embedding(cfg.max_positions, E) if cfg.position_biased_input else None
+        self.positions = nn.Embedding(cfg.max_positions, E) if cfg.extra.position_biased_input else None
         self.token_types = nn.Embedding(cfg.type_vocab_size, E) if cfg.type_vocab_size > 0 else None
         self.proj = nn.Linear(E, C, bias=False) if E != C else None
         self.norm = nn.LayerNorm(C, eps=cfg.layer_norm_eps)
@@ -151,10 +157,11 @@ class DisentangledAttention(nn.Module):
         self.k = nn.Linear(C, C)
         self.v = nn.Linear(C, C)
         self.o = nn.Linear(C, C)
-        self.relative = cfg.relative_attention
-        self.c2p = "c2p" in cfg.pos_att_type
-        self.p2c = "p2c" in cfg.pos_att_type
-        self.share_att_key = cfg.share_att_key
+        opts = cfg.extra  # DebertaOptions
+        self.relative = opts.relative_attention
+        self.c2p = "c2p" in opts.pos_att_type
+        self.p2c = "p2c" in opts.pos_att_type
+        self.share_att_key = opts.share_att_key
         if self.relative and not self.share_att_key:
             self.pos_k = nn.Linear(C, C) if self.c2p else None
             self.pos_q = nn.Linear(C, C) if self.p2c else None
@@ -216,11 +223,11 @@ class ConvLayer(nn.Module):
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        C, K = cfg.hidden_size, cfg.conv_kernel_size
+        C, K = cfg.hidden_size, cfg.extra.conv_kernel_size
         if K % 2 == 0:  # transformers pads (K - 1) // 2 per side: an even kernel shortens the sequence
             raise MinirmError(f"conv_kernel_size {K} in config.json must be odd")
-        self.conv = nn.Conv1d(C, C, K, padding=(K - 1) // 2, groups=cfg.conv_groups)
-        self.act = activation(cfg.conv_act)
+        self.conv = nn.Conv1d(C, C, K, padding=(K - 1) // 2, groups=cfg.extra.conv_groups)
+        self.act = activation(cfg.extra.conv_act)
         self.norm = nn.LayerNorm(C, eps=cfg.layer_norm_eps)
         self.dropout = nn.Dropout(cfg.dropout)
 
@@ -243,14 +250,15 @@ class DebertaEncoder(nn.Module):
         self.embed = Embeddings(cfg)
         self.layers = nn.ModuleList(EncoderLayer(cfg, DisentangledAttention(cfg)) for _ in range(cfg.num_layers))
         # max_relative_positions < 1 means "as many as there are absolute positions"
-        self.max_distance = cfg.max_relative_positions if cfg.max_relative_positions >= 1 else cfg.max_positions
-        self.buckets = cfg.position_buckets
-        if cfg.relative_attention:
+        opts = cfg.extra
+        self.max_distance = opts.max_relative_positions if opts.max_relative_positions >= 1 else cfg.max_positions
+        self.buckets = opts.position_buckets
+        if opts.relative_attention:
             span = self.buckets if self.buckets > 0 else self.max_distance
             self.rel_embeddings = nn.Embedding(2 * span, cfg.hidden_size)  # R: distances -span .. span-1
-        norms = [n.strip() for n in cfg.norm_rel_ebd.split("|")]
+        norms = [n.strip() for n in opts.norm_rel_ebd.split("|")]
         self.rel_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps) if "layer_norm" in norms else None
-        self.conv = ConvLayer(cfg) if cfg.conv_kernel_size > 0 else None
+        self.conv = ConvLayer(cfg) if opts.conv_kernel_size > 0 else None
 
     def relative(self, T: int, device) -> Relative:
         R = self.rel_embeddings.weight  # (2span, C), shared by every layer
@@ -277,7 +285,7 @@ class DebertaEncoder(nn.Module):
         key_mask = batch.key_mask()  # (B, 1, 1, T) bool, True at real tokens; None when nothing is padded
         token_mask = None if key_mask is None else key_mask[:, 0, 0, :]  # (B, T)
         x = self.embed(input_ids, token_mask)  # (B, T, C)
-        rel = self.relative(T, input_ids.device) if self.cfg.relative_attention else None
+        rel = self.relative(T, input_ids.device) if self.cfg.extra.relative_attention else None
         eager = batch.backend == "eager"
         embedded = x
         for i, layer in enumerate(self.layers):
@@ -339,12 +347,81 @@ WEIGHT_MAP = {
     "classifier": "head.classifier",
 }
 
-FAMILY = Family(
-    DebertaRewardModel,
-    WEIGHT_MAP,
+
+
+@dataclass(frozen=True)
+class DebertaOptions:
+    """The config.json fields only DeBERTa-v2 reads (cfg.extra), with DebertaV2Config's defaults."""
+
+    relative_attention: bool = False
+    max_relative_positions: int = -1  # -1: use max_positions
+    position_buckets: int = -1  # <= 0: no log bucketing
+    pos_att_type: tuple[str, ...] = ()  # subset of ("c2p", "p2c")
+    share_att_key: bool = False
+    norm_rel_ebd: str = "none"
+    position_biased_input: bool = True  # add absolute position embeddings to the input
+    conv_kernel_size: int = 0  # 0: no convolution layer after the first block
+    conv_act: str = "tanh"
+    conv_groups: int = 1
+    embedding_size: int | None = None  # DeBERTa may embed narrower than hidden, then project
+    pooler_hidden_size: int | None = None
+    pooler_hidden_act: str = "gelu"
+
+    @classmethod
+    def from_config(cls, raw: dict) -> "DebertaOptions":
+        get = raw.get
+        pos_att_type = get("pos_att_type") or ()
+        if isinstance(pos_att_type, str):  # "p2c|c2p", as DebertaV2Config accepts it
+            pos_att_type = [p.strip() for p in pos_att_type.lower().split("|") if p.strip()]
+        return cls(
+            relative_attention=bool(get("relative_attention", False)),
+            max_relative_positions=get("max_relative_positions", -1),
+            position_buckets=get("position_buckets", -1),
+            pos_att_type=tuple(pos_att_type),
+            share_att_key=bool(get("share_att_key", False)),
+            norm_rel_ebd=(get("norm_rel_ebd") or "none").lower(),
+            position_biased_input=bool(get("position_biased_input", True)),
+            conv_kernel_size=get("conv_kernel_size", 0),
+            conv_act=get("conv_act", "tanh"),
+            conv_groups=get("conv_groups", 1),
+            embedding_size=get("embedding_size"),
+            pooler_hidden_size=get("pooler_hidden_size"),
+            pooler_hidden_act=get("pooler_hidden_act", "gelu"),
+        )
+
+
+OPTION_TYPES = {
+    "conv_groups": POSITIVE_INT,
+    **dict.fromkeys(("max_relative_positions", "position_buckets", "conv_kernel_size", "embedding_size",
+                     "pooler_hidden_size"), INT),
+    **dict.fromkeys(("pooler_hidden_act", "conv_act", "norm_rel_ebd"), STRING),
+}
+
+
+def usable_positions(cfg: ModelConfig) -> int:
+    if not cfg.extra.position_biased_input:
+        return 1 << 20  # relative positions only: no hard limit from the embedding table
+    return cfg.max_positions
+
+
+DEBERTA_V2 = Family(
+    name="deberta-v2",
+    model=DebertaRewardModel,
+    architecture="DebertaV2ForSequenceClassification",
+    model_type="deberta-v2",
+    # DebertaV2Config's own defaults fill what config.json leaves out
+    config=encoder_config(OPTION_TYPES, vocab_size=128100, hidden_size=1536, num_layers=24, num_heads=24,
+                          intermediate_size=6144, max_positions=512, type_vocab_size=0, hidden_act="gelu",
+                          layer_norm_eps=1e-7),
+    weight_map=WEIGHT_MAP,
     # what transformers drops silently: the old persistent position_ids buffer, and
     # position_embeddings of checkpoints whose config has position_biased_input false
     # (DebertaV2PreTrainedModel._keys_to_ignore_on_load_unexpected, matched anywhere)
     ignore=(r".*\.position_ids", r".*position_embeddings.*"),
-    aliases={p: "deberta." + p for p in ("embeddings.", "encoder.")},  # a bare DebertaV2Model checkpoint
+    renames={p: "deberta." + p for p in ("embeddings.", "encoder.")},  # a bare DebertaV2Model checkpoint
+    options=DebertaOptions.from_config,
+    usable_positions=usable_positions,
+    spm=True,
+    aliases=(Alias("oa-deberta", "theblackcat102/deberta-v2-xxlarge-rm",
+                   "OpenAssistant DeBERTa-v2-xxlarge (1.5B), 1 label; score = logit of (prompt, response)"),),
 )

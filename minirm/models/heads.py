@@ -10,11 +10,15 @@ GPT-2's head is a single bias-free `score` Linear and lives in gpt2.py.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
 
-from ..config import ModelConfig
 from .common import activation
+
+if TYPE_CHECKING:
+    from ..config import ModelConfig
 
 
 def _classifier_dropout(cfg: ModelConfig) -> float:
@@ -55,12 +59,13 @@ class RegressionHead(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.pooler = nn.Linear(cfg.hidden_size, cfg.hidden_size).requires_grad_(False)
+        width = cfg.extra.linear_layer  # AiraOptions (bert.py)
         self.net = nn.Sequential(
-            nn.Linear(cfg.hidden_size, cfg.linear_layer),  # cls_layer1
+            nn.Linear(cfg.hidden_size, width),  # cls_layer1
             nn.ReLU(),
-            nn.Linear(cfg.linear_layer, cfg.linear_layer),  # ff1
+            nn.Linear(width, width),  # ff1
             nn.Tanh(),
-            nn.Linear(cfg.linear_layer, 1),  # ff2
+            nn.Linear(width, 1),  # ff2
         )
 
     def forward(self, cls_state: torch.Tensor) -> torch.Tensor:
@@ -70,9 +75,9 @@ class RegressionHead(nn.Module):
 class ContextPooler(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        pooler_size = cfg.pooler_hidden_size or cfg.hidden_size
+        pooler_size = cfg.extra.pooler_hidden_size or cfg.hidden_size  # DebertaOptions (deberta.py)
         self.dense = nn.Linear(pooler_size, pooler_size)
-        self.act = activation(cfg.pooler_hidden_act)
+        self.act = activation(cfg.extra.pooler_hidden_act)
         self.dropout = nn.Dropout(_classifier_dropout(cfg))
         self.classifier = nn.Linear(pooler_size, cfg.num_labels)
 

@@ -68,6 +68,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="OpenAssistant's rank_model_fn: 'text' rows are 'prompt[SEP]response', and a response "
                         "of fewer than 4 distinct characters scores -4")
     p.add_argument("--list-models", action="store_true", help="list the model aliases and exit")
+    g = p.add_argument_group("serving (pip install -e '.[serve]')")
+    g.add_argument("--serve", metavar="[HOST:]PORT",
+                   help="serve the model over HTTP: OpenRLHF's POST /get_reward, POST /score, GET /health, "
+                        "GET /metrics (host default 127.0.0.1)")
+    g.add_argument("--max-batch-tokens", type=positive_int, default=16384,
+                   help="padded tokens per forward across requests (default 16384)")
+    g.add_argument("--max-wait-ms", type=float, default=5.0,
+                   help="how long a request waits for others to batch with (default 5)")
+    g.add_argument("--max-queue", type=positive_int, default=8192,
+                   help="sequences waiting before requests get 503 (default 8192)")
+    g.add_argument("--max-request", type=positive_int, default=4096,
+                   help="sequences in one request before it gets 413 (default 4096)")
+    g.add_argument("--strip-template", choices=["chatml", "llama3", "llama2", "gemma"],
+                   help="remove this chat template's markers from prompts and responses before scoring")
     return p
 
 
@@ -79,11 +93,8 @@ def list_models() -> str:
     return "\n".join(lines)
 
 
-def run(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.list_models:
-        print(list_models())
-        return 0
+def check_arguments(args) -> None:
+    """What the command line alone can tell is wrong, before anything is read or loaded."""
     if not args.model:
         raise MinirmError("--model is required (an alias, a Hub repo id or a directory); see --list-models")
     for option, value in (("--input", args.input), ("--output", args.output), ("--model", args.model)):
@@ -95,43 +106,65 @@ def run(argv: list[str] | None = None) -> int:
     for name, value in texts:
         if value is not None and not _is_text(value):
             raise MinirmError(f"{name} is not valid UTF-8 text (undecodable bytes in the argument); pass it as UTF-8")
+    if args.serve is not None:
+        if args.input or args.prompt or args.output:
+            raise MinirmError("--serve answers requests; drop --input, --output and PROMPT RESPONSE")
+        return
     if args.input and (args.prompt or args.responses):
         raise MinirmError("give either --input FILE or PROMPT RESPONSE..., not both")
     if not args.input and not args.responses:
         raise MinirmError("nothing to score: give PROMPT RESPONSE [RESPONSE ...] or --input FILE.jsonl")
     if args.output and not args.input:
         raise MinirmError("--output needs --input; with PROMPT RESPONSE the scores go to stdout")
+
+
+def load_scorer(args, device=None):
+    from .scoring import Scorer
+
+    scorer = Scorer.from_pretrained(
+        args.model, revision=args.revision, device=device or args.device, dtype=args.dtype,
+        max_length=args.max_length, truncation_side=args.truncation_side, tokenizer=args.tokenizer,
+        attention=args.attention, batch_size=args.batch_size, alpha=args.alpha,
+        chat_names={"bot_name": args.bot_name, "user_name": args.user_name, "memory": args.memory},
+    )
+    scorer.oa_rank = args.oa_rank
+    return scorer
+
+
+def run(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.list_models:
+        print(list_models())
+        return 0
+    check_arguments(args)
+    if args.serve is not None:
+        return run_server(args)
     from . import records
     from .attention import check_backend
+    from .devices import setup_distributed
     from .records import Sample
-    from .scoring import Scorer, check_device
 
     # everything the user can get wrong is checked before the model loads: options, paths, input
-    device = check_device(args.device)
+    d, device = setup_distributed(args.device)
     if args.attention:
         check_backend(args.attention, device)
     if args.output:
         records.check_output_path(args.output)
     located = records.read_jsonl_located(args.input) if args.input else None
-    rows = [row for _, row in located] if located is not None else None
-    scorer = Scorer.from_pretrained(
-        args.model, revision=args.revision, device=args.device, dtype=args.dtype, max_length=args.max_length,
-        truncation_side=args.truncation_side, tokenizer=args.tokenizer, attention=args.attention,
-        batch_size=args.batch_size, alpha=args.alpha,
-        chat_names={"bot_name": args.bot_name, "user_name": args.user_name, "memory": args.memory},
-    )
-    scorer.oa_rank = args.oa_rank
-    if rows is None:
+    scorer = load_scorer(args, device)
+    scorer.shard = (d.rank, d.world)
+    if located is None:
         scores = scorer.score_samples([Sample.pair(args.prompt, r) for r in args.responses],
                                       labels=[f"RESPONSE {i}" for i in range(1, len(args.responses) + 1)])
-        if args.json:
-            print(json.dumps([{"prompt": args.prompt, "response": r, "score": s}
-                              for r, s in zip(args.responses, scores)], ensure_ascii=False, indent=2, allow_nan=False))
-        else:
-            print("\n".join(f"{s:.6f}" for s in scores))
+        if d.main:
+            print_scores(args, scores)
         return 0
+    rows = [row for _, row in located]
     # a progress bar only for a person at a terminal: a captured stderr holds nothing but an error line
-    scored, summary = score_rows(scorer, rows, progress=sys.stderr.isatty(), where=[w for w, _ in located])
+    scored, summary = score_rows(scorer, rows, progress=sys.stderr.isatty() and d.main,
+                                 where=[w for w, _ in located])
+    if not d.main:
+        return 0  # under torchrun, rank 0 writes the one output, in input order
     if args.output:
         records.write_jsonl_atomic(args.output, scored)
     else:
@@ -142,38 +175,48 @@ def run(argv: list[str] | None = None) -> int:
     return 0
 
 
+def print_scores(args, scores: list[float]) -> None:
+    if args.json:
+        print(json.dumps([{"prompt": args.prompt, "response": r, "score": s} for r, s in zip(args.responses, scores)],
+                         ensure_ascii=False, indent=2, allow_nan=False))
+    else:
+        print("\n".join(f"{s:.6f}" for s in scores))
+
+
+def run_server(args) -> int:
+    """score.py --serve: options and address checked, then the model loaded once and served."""
+    from importlib.util import find_spec
+
+    missing = [m for m in ("fastapi", "uvicorn", "prometheus_client") if find_spec(m) is None]
+    if missing:
+        raise MinirmError(f"--serve needs {', '.join(missing)}: pip install -e '.[serve]'")
+    from .attention import check_backend
+    from .devices import check_device
+    from .serve import ServeOptions, parse_address, serve
+
+    parse_address(args.serve)
+    options = ServeOptions(max_batch_tokens=args.max_batch_tokens, max_wait_ms=args.max_wait_ms,
+                           max_queue=args.max_queue, max_request=args.max_request,
+                           strip_template=args.strip_template)
+    if args.attention:
+        check_backend(args.attention, check_device(args.device))
+    serve(load_scorer(args), args.serve, options)
+    return 0
+
+
 def score_rows(scorer, rows: list[dict], progress: bool = False,
                where: list[str] | None = None) -> tuple[list[dict], dict | None]:
     """Score every row; preference rows get both scores and a reward-bench style summary.
 
     `where` names each row ("file:LINE") for errors about one sample."""
-    from .records import row_kind, row_samples
+    from .records import rows_to_samples, rows_with_scores
 
-    samples, owners, labels = [], [], []
-    for i, row in enumerate(rows):
-        got = row_samples(row)
-        kind = row_kind(row, "row")
-        fields = ("chosen", "rejected") if kind == "preference" else ("text",) if kind == "text" else ("response",)
-        for s, f in zip(got, fields):
-            samples.append(s)
-            owners.append(i)
-            labels.append(f"{where[i] if where else f'row {i + 1}'} (field {f!r})")
-    scores = scorer.score_samples(samples, progress=progress, labels=labels)
-    per_row: dict[int, list[float]] = {}
-    for i, s in zip(owners, scores):
-        per_row.setdefault(i, []).append(s)
-    out, correct, n_pref = [], 0, 0
-    for i, row in enumerate(rows):
-        got = per_row[i]
-        if len(got) == 2:
-            n_pref += 1
-            correct += got[0] > got[1]
-            out.append({**row, "score_chosen": got[0], "score_rejected": got[1], "correct": got[0] > got[1]})
-        else:
-            out.append({**row, "score": got[0]})
-    summary = {"model": scorer.cfg.raw.get("_name_or_path") or scorer.cfg.family, "num_pairs": n_pref,
-               "accuracy": correct / n_pref} if n_pref else None
-    return out, summary
+    samples, owners, labels = rows_to_samples(rows, where or [f"row {i + 1}" for i in range(len(rows))])
+    scored = rows_with_scores(rows, owners, scorer.score_samples(samples, progress=progress, labels=labels))
+    pairs = [r for r in scored if "correct" in r]
+    summary = {"model": scorer.cfg.raw.get("_name_or_path") or scorer.cfg.family, "num_pairs": len(pairs),
+               "accuracy": sum(r["correct"] for r in pairs) / len(pairs)} if pairs else None
+    return scored, summary
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -122,6 +122,28 @@ def scored_row(row: dict, scores: list[float]) -> dict:
     return {**row, "score": scores[0]}
 
 
+def rows_to_samples(rows: list[dict], names: list[str]) -> tuple[list[Sample], list[int], list[str]]:
+    """Every sample of every (checked) row, in order, with its row's index and a label naming the
+    row and the field it came from, e.g. "in.jsonl:4 (field 'chosen')"."""
+    samples, owners, labels = [], [], []
+    for i, (row, name) in enumerate(zip(rows, names)):
+        kind = row_kind(row, name)
+        fields = ("chosen", "rejected") if kind == "preference" else ("text",) if kind == "text" else ("response",)
+        for sample, f in zip(row_samples(row), fields):
+            samples.append(sample)
+            owners.append(i)
+            labels.append(f"{name} (field {f!r})")
+    return samples, owners, labels
+
+
+def rows_with_scores(rows: list[dict], owners: list[int], scores: list[float]) -> list[dict]:
+    """Each row with its samples' scores put back (see scored_row)."""
+    per_row: dict[int, list[float]] = {}
+    for i, s in zip(owners, scores):
+        per_row.setdefault(i, []).append(s)
+    return [scored_row(row, per_row[i]) for i, row in enumerate(rows)]
+
+
 def parse_strict_json(text: str):
     """json.loads for strict JSON: NaN, infinities, float overflow and repeated keys are a
     ValueError with a short reason."""

@@ -22,7 +22,8 @@ from .attention import check_backend, default_backend
 from .batching import length_batches, pad_batch
 from .checkpoint import load_model
 from .config import ModelConfig
-from .errors import MinirmError, check_number, first_line
+from .devices import check_device
+from .errors import MinirmError, check_number
 from .hub import resolve_model
 from .openassistant import oa_empty_response, oa_rank_pair_scores, split_oa_text
 from .records import Sample, has_lone_surrogate
@@ -42,6 +43,9 @@ class Scorer:
     attention: str = "sdpa"
     alpha: float = 1.0
     oa_rank: bool = False  # apply OpenAssistant's rank_model_fn conventions (see openassistant.py)
+    # (rank, world) under torchrun: each process runs every world-th batch of the one batch plan
+    # that a single process would run, so the scores are the single process's, bit for bit
+    shard: tuple[int, int] = (0, 1)
 
     @classmethod
     def from_pretrained(cls, name: str, revision: str | None = None, device: str | None = None,
@@ -127,14 +131,18 @@ class Scorer:
         slot = [unique.setdefault(tuple(s), len(unique)) for s in sequences]
         distinct = list(unique)
         scores = [0.0] * len(distinct)
-        bar = _progress(len(distinct), progress)
-        for batch_idx in length_batches([len(s) for s in distinct], self.batch_size):
+        rank, world = self.shard
+        mine = length_batches([len(s) for s in distinct], self.batch_size)[rank::world]
+        bar = _progress(sum(map(len, mine)), progress)
+        for batch_idx in mine:
             ids, lengths = pad_batch([distinct[i] for i in batch_idx], self.tokenizer.pad_id, self.device)
             logits = self.model(ids, lengths, self.attention).float()
             for i, s in zip(batch_idx, self.logits_to_scores(logits).tolist()):
                 scores[i] = s
             bar.update(len(batch_idx))
         bar.close()
+        if world > 1:
+            scores = _gather_scores(scores, [i for b in mine for i in b], world)
         bad = [i for i, j in enumerate(slot) if not math.isfinite(scores[j])]
         if bad:
             raise SampleError(bad[0], f"the model scores it {scores[slot[bad[0]]]} (numeric overflow in "
@@ -147,38 +155,25 @@ class Scorer:
         return self.cfg.spec.score(logits, self.alpha)
 
 
+def _gather_scores(scores: list[float], mine: list[int], world: int) -> list[float]:
+    """Every process's share of the scores, put together on every process."""
+    import torch.distributed as dist
+
+    shares: list = [None] * world
+    dist.all_gather_object(shares, {i: scores[i] for i in mine})
+    merged = list(scores)
+    for share in shares:
+        for i, s in share.items():
+            merged[i] = s
+    return merged
+
+
 class SampleError(MinirmError):
     """One sample cannot be scored; `index` is its position in the list being scored."""
 
     def __init__(self, index: int, reason: str):
         super().__init__(f"sample {index}: {reason}")
         self.index, self.reason = index, reason
-
-
-def check_device(device: str | torch.device | None) -> torch.device:
-    """The torch device to run on, or one line saying why `device` cannot be used (checked before loading)."""
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError, ValueError):
-        raise MinirmError(f"--device {device!r} is not a device; use cpu, cuda or cuda:N") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise MinirmError(f"--device {device}: no CUDA GPU is available here; use --device cpu")
-        count = torch.cuda.device_count()
-        if dev.index is not None and dev.index >= count:
-            raise MinirmError(f"--device {device}: there are {count} CUDA devices (cuda:0 to cuda:{count - 1}); "
-                              "pick one of those")
-    elif dev.type == "meta":
-        raise MinirmError(f"--device {device}: the meta device holds no data; use cpu or cuda")
-    elif dev.type != "cpu":
-        try:
-            torch.empty(0, device=dev)
-        except (RuntimeError, AssertionError, NotImplementedError) as e:
-            first = first_line(e).split(". ")[0].rstrip(".")
-            raise MinirmError(f"--device {device} cannot be used here ({first}); use cpu or cuda") from None
-    return dev
 
 
 def _strings(name: str, values) -> list[str]:

@@ -40,7 +40,7 @@ from fastapi.responses import JSONResponse, Response
 
 from .batching import pad_batch
 from .errors import MinirmError, first_line
-from .records import SCORE_FIELDS, Sample, check_row, has_lone_surrogate, parse_strict_json, row_samples, scored_row
+from .records import Sample, check_row, has_lone_surrogate, parse_strict_json, rows_to_samples, rows_with_scores
 
 # chat-template markers a policy's prompts and responses often carry; --strip-template removes them
 TEMPLATES = {
@@ -301,23 +301,16 @@ class RewardService:
         rows = body.get("rows")
         if not isinstance(rows, list) or not rows:
             raise BadRequest("field 'rows' must be a non-empty list of row objects")
-        samples, labels, owners = [], [], []
         for i, row in enumerate(rows):
             if not isinstance(row, dict):
                 raise BadRequest(f"rows[{i}] must be an object, got {type(row).__name__}")
             try:
-                kind = check_row(row, f"rows[{i}]")
+                check_row(row, f"rows[{i}]")
             except MinirmError as e:
                 raise BadRequest(str(e)) from None
-            for sample, name in zip(row_samples(row), SCORE_FIELDS[kind]):
-                samples.append(sample)
-                labels.append(f"rows[{i}]" + (f" ({name.removeprefix('score_')})" if kind == "preference" else ""))
-                owners.append(i)
+        samples, owners, labels = rows_to_samples(rows, [f"rows[{i}]" for i in range(len(rows))])
         scores = await self.score(samples, labels)
-        per_row: dict[int, list[float]] = {}
-        for i, s in zip(owners, scores):
-            per_row.setdefault(i, []).append(s)
-        return {"rows": [scored_row(row, per_row[i]) for i, row in enumerate(rows)]}
+        return {"rows": rows_with_scores(rows, owners, scores)}
 
 
 class ModelFailure(Exception):

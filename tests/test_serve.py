@@ -302,3 +302,84 @@ def test_bad_serve_options(kwargs, needle):
 
     with pytest.raises(MinirmError, match=needle):
         ServeOptions(**kwargs)
+
+
+# --- score.py --serve and torchrun --------------------------------------------------------------------
+
+def test_score_py_serve_answers_until_stopped(make_checkpoint, bert_scorer, tmp_path):
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    from test_hostile_score import ROOT
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, str(ROOT / "score.py"), "--model", str(make_checkpoint("bert")[0]),
+                             "--device", "cpu", "--serve", str(port), "--max-wait-ms", "1"],
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+                time.sleep(0.1)
+        reply = httpx.post(f"http://127.0.0.1:{port}/get_reward", json={"query": queries(), "prompts": PROMPTS})
+        close(reply.json()["rewards"], bert_scorer.score_pairs(PROMPTS, RESPONSES))
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(20)
+
+
+@pytest.mark.parametrize("extra, needle", [
+    (["--serve", "8000", "--input", "x.jsonl"], "--serve answers requests; drop --input"),
+    (["--serve", "host:"], "give [HOST:]PORT"),
+    (["--serve", "8000", "--max-wait-ms", "nan"], "--max-wait-ms must be a finite number"),
+    (["--serve", "8000", "--max-wait-ms", "-1"], "--max-wait-ms must be a finite number of at least 0"),
+])
+def test_serve_options_fail_before_the_model_loads(make_checkpoint, capsys, monkeypatch, extra, needle):
+    from test_hostile_score import fail_if_model_loads, one_line_error
+
+    from minirm.cli_score import main
+
+    model_dir = str(make_checkpoint("bert")[0])
+    fail_if_model_loads(monkeypatch)
+    capsys.readouterr()
+    one_line_error(capsys, main(["--model", model_dir, *extra]), needle)
+
+
+def test_torchrun_sharded_scoring_equals_one_process_bit_for_bit(make_checkpoint, tmp_path):
+    import json
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from test_hostile_score import ROOT
+
+    rows = [{"prompt": p * (1 + i % 3), "response": r * (1 + i % 4), "i": i}
+            for i, (p, r) in enumerate(zip(PROMPTS * 9, RESPONSES * 9))]
+    rows += [{"chosen": f"good answer {i}", "rejected": "bad", "prompt": "Q?"} for i in range(7)]
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    model = str(make_checkpoint("bert")[0])
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    common = ["--model", model, "--device", "cpu", "--input", str(src), "--batch-size", "4"]
+    one = subprocess.run([sys.executable, str(ROOT / "score.py"), *common, "--output", str(tmp_path / "one.jsonl")],
+                         capture_output=True, text=True, env=env, timeout=120)
+    assert one.returncode == 0, one.stderr
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                          str(port), str(ROOT / "score.py"), *common, "--output", str(tmp_path / "two.jsonl")],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert (tmp_path / "two.jsonl").read_bytes() == (tmp_path / "one.jsonl").read_bytes()
+    assert one.stdout == two.stdout and '"num_pairs": 7' in one.stdout  # the summary, printed once

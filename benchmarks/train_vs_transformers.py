@@ -108,6 +108,7 @@ def run_minirm(cfg: dict, grouped: bool) -> dict:
 
     torch.set_num_threads(cfg["threads"])
     import minirm.train as mt
+    from minirm.plan import epoch_steps
 
     train_ex, eval_ex = split(Path(cfg["data"]), cfg["seed"])
     # watch (not change) what train() does: which examples it holds out, and their token ids
@@ -143,7 +144,7 @@ def run_minirm(cfg: dict, grouped: bool) -> dict:
     lengths = [[len(s) for s in ex] for ex in train_ids]
     per_epoch = math.ceil(len(train_ids) / cfg["batch_size"])
     plan = [s for e in range(math.ceil(cfg["steps"] / per_epoch))
-            for s in mt.epoch_steps([max(n) for n in lengths], cfg["batch_size"], cfg["seed"], e, grouped, False)]
+            for s in epoch_steps([max(n) for n in lengths], cfg["batch_size"], cfg["seed"], e, grouped, False)]
     plan = plan[: cfg["steps"]]
     # metrics.jsonl logs every step here, with pairs/s over that step: its time is its pairs over that rate
     rate = {r["step"]: r["examples_per_s"] for r in train_rows}
@@ -245,7 +246,7 @@ def run_transformers(cfg: dict) -> dict:
             eval_loss += float(-F.logsigmoid(c - r).sum())
     eval_seconds = time.perf_counter() - t1
 
-    from minirm.train import epoch_steps
+    from minirm.plan import epoch_steps
 
     same_batches = plan == [s for e in range(epoch) for s in epoch_steps([0] * len(train_ids), B, seed, e, False,
                                                                           False)][:steps]

@@ -1,12 +1,24 @@
-"""The train.py command line: a recipe, overridden by options; nothing the library should own."""
+"""The train.py command line: a recipe, overridden by options; nothing the library should own.
+
+An option named like a TrainConfig field (--lr is `lr`, --batch-size `batch_size`) sets that
+field over the recipe's settings; an option left out keeps the recipe's value, or else
+TrainConfig's default. Only a few options are more than a field: --data and --eval-data
+(read with --adapter), --output (default runs/RECIPE), --no-progress, the chat names,
+--max-grad-norm 0 (no clipping) and --epochs (which drops the recipe's step count).
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from dataclasses import fields
+from pathlib import Path
 
+from .data import DataSource
 from .errors import CliParser, MinirmError, cli_main
+from .recipes import get_recipe, recipe_table
+from .train_config import TrainConfig, field_defaults
 
 EPILOG = """examples:
   python train.py --list-recipes
@@ -27,6 +39,8 @@ matplotlib), summary.json and checkpoints/step-N/ for --resume.
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """Every option that sets a TrainConfig field has that field's name and no default of its own."""
+    default = field_defaults()
     p = CliParser(
         prog="train.py", description="Train a reward model with a model card's recipe, on minirm's own models.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -60,19 +74,23 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--center-rewards-coefficient", type=float, help="TRL's reward-centering term (pairwise loss)")
     g.add_argument("--precision", choices=["fp32", "bf16", "fp16"], help="autocast precision (fp16 uses a GradScaler)")
     g.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction)
-    g.add_argument("--group-by-length", action=argparse.BooleanOptionalAction, default=True,
-                   help="batch examples of similar length together (default: on)")
+    g.add_argument("--group-by-length", action=argparse.BooleanOptionalAction,
+                   help="batch examples of similar length together "
+                        f"(default: {'on' if default['group_by_length'] else 'off'})")
     g.add_argument("--seed", type=int)
     g = p.add_argument_group("running")
     g.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available; torchrun sets it per rank)")
     g.add_argument("--attention", choices=["sdpa", "eager", "triton"], help="attention backend (default: sdpa)")
-    g.add_argument("--log-every", type=int, default=10, help="write train metrics every N steps (default 10; 0: never)")
-    g.add_argument("--eval-every", type=int, default=0, help="evaluate every N steps (default: at the end only)")
-    g.add_argument("--save-every", type=int, default=0, help="checkpoint every N steps (default: at the end only)")
-    g.add_argument("--save-total-limit", type=int, default=2, help="checkpoints kept (default 2; 0: all)")
-    g.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --output")
-    g.add_argument("--overwrite", action="store_true", help="replace the run (trained model, metrics, "
-                                                            "checkpoints) already in --output")
+    g.add_argument("--log-every", type=int,
+                   help=f"write train metrics every N steps (default {default['log_every']}; 0: never)")
+    g.add_argument("--eval-every", type=int, help="evaluate every N steps (default: at the end only)")
+    g.add_argument("--save-every", type=int, help="checkpoint every N steps (default: at the end only)")
+    g.add_argument("--save-total-limit", type=int,
+                   help=f"checkpoints kept (default {default['save_total_limit']}; 0: all)")
+    g.add_argument("--resume", action="store_true", default=None,
+                   help="continue from the newest checkpoint in --output")
+    g.add_argument("--overwrite", action="store_true", default=None,
+                   help="replace the run (trained model, metrics, checkpoints) already in --output")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     g = p.add_argument_group("CHAI's Pygmalion chat format")
     g.add_argument("--bot-name", help="bot name in the Pygmalion chat format of GPT-2 chat models (default Bot)")
@@ -81,59 +99,40 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def parse_source(text: str, adapter: str):
+def parse_source(text: str, adapter: str) -> DataSource:
     """FILE, DIRECTORY, org/name or org/name:split -> DataSource."""
-    from pathlib import Path
-
-    from .train import DataSource
-
     if Path(text).exists() or ":" not in text:
         return DataSource(text, adapter)
     source, split = text.rsplit(":", 1)
     return DataSource(source, adapter, split or None)
 
 
-def config_from_args(args) -> "TrainConfig":  # noqa: F821
-    from .recipes import get_recipe
-    from .train import TrainConfig
+# options that are more than the field of their name (see the module's docstring)
+CONVERTED = {"data", "eval_data", "output", "model", "progress", "chat_names"}
 
+
+def config_from_args(args) -> TrainConfig:
+    """The recipe's settings, and over them every option given, field by field."""
     if not args.recipe:
         raise MinirmError("--recipe is required; see --list-recipes")
-    r = get_recipe(args.recipe)
-    adapter = args.adapter or r.adapter
+    recipe = get_recipe(args.recipe)
+    given = {f.name: getattr(args, f.name) for f in fields(TrainConfig)
+             if f.name not in CONVERTED and getattr(args, f.name, None) is not None}
+    if args.epochs is not None and args.max_steps is None:
+        given["max_steps"] = None  # --max-steps overrides --epochs, so a recipe's step count gives way to --epochs
+    if args.max_grad_norm == 0:
+        given["max_grad_norm"] = None  # no clipping
+    adapter = args.adapter or recipe.adapter
     if args.data:
-        data = [parse_source(s, adapter) for s in args.data]
-    elif r.data:
-        # the recipe's sources exactly as declared: a source is more than its name and split (the
-        # script-only repos are read at revision refs/convert/parquet), and a copy made field by
-        # field once dropped the revision and read a branch that holds no data
-        data = list(r.data)
-    else:
-        raise MinirmError(f"the {r.name} recipe names no public dataset ({r.notes}); pass --data FILE.jsonl")
-    eval_data = [parse_source(s, adapter) for s in args.eval_data or []]
-
-    def pick(name, default):
-        value = getattr(args, name)
-        return default if value is None else value
-
-    max_steps = args.max_steps if args.max_steps is not None else (None if args.epochs is not None else r.max_steps)
-    return TrainConfig(
-        model=args.model or r.model, revision=args.revision, tokenizer=args.tokenizer,
-        data=data, eval_data=eval_data, eval_fraction=pick("eval_fraction", 0.0 if eval_data else 0.05),
-        output=args.output or f"runs/{r.name}", loss=r.loss, num_labels=r.num_labels,
-        regression_head=r.regression_head, lr=pick("lr", r.lr), weight_decay=pick("weight_decay", r.weight_decay),
-        betas=r.betas, eps=r.eps, schedule=pick("schedule", r.schedule),
-        warmup_steps=pick("warmup_steps", r.warmup_steps),
-        max_grad_norm=pick("max_grad_norm", r.max_grad_norm) or None,
-        center_rewards_coefficient=args.center_rewards_coefficient,
-        batch_size=pick("batch_size", r.batch_size), grad_accum=pick("grad_accum", r.grad_accum),
-        eval_batch_size=pick("eval_batch_size", r.eval_batch_size), epochs=pick("epochs", r.epochs),
-        max_steps=max_steps, max_length=pick("max_length", r.max_length), precision=pick("precision", r.precision),
-        gradient_checkpointing=pick("gradient_checkpointing", r.gradient_checkpointing),
-        group_by_length=args.group_by_length, device=args.device, attention=args.attention,
-        seed=pick("seed", r.seed), log_every=args.log_every, eval_every=args.eval_every,
-        save_every=args.save_every, save_total_limit=args.save_total_limit, resume=args.resume,
-        overwrite=args.overwrite,
+        given["data"] = [parse_source(s, adapter) for s in args.data]
+    elif not recipe.data:
+        raise MinirmError(f"the {recipe.name} recipe names no public dataset ({recipe.description}); "
+                          "pass --data FILE.jsonl")
+    # without --data, the recipe's sources pass through as declared (recipe.config): a copy made field by
+    # field once dropped the parquet revision and read a branch that holds no data
+    return recipe.config(
+        **given, model=args.model or recipe.get("model"), output=args.output or f"runs/{recipe.name}",
+        eval_data=[parse_source(s, adapter) for s in args.eval_data or []],
         progress=not args.no_progress and sys.stderr.isatty(),
         chat_names={"bot_name": args.bot_name, "user_name": args.user_name, "memory": args.memory},
     )
@@ -142,8 +141,6 @@ def config_from_args(args) -> "TrainConfig":  # noqa: F821
 def run(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.list_recipes:
-        from .recipes import recipe_table
-
         print(recipe_table())
         return 0
     from .train import train

@@ -10,6 +10,11 @@ The flow is  source -> rows -> adapter -> Examples:
    Examples: [chosen, rejected] for pairwise training, K samples best first for ranking, or
    one sample with a target for regression / classification (`ADAPTER_KINDS` says which).
 3. `load_examples` does both for a list of sources; `split_holdout` sets an eval set aside.
+4. `encode_examples` tokenizes them once, with the tokenizer's one formatting path (the one
+   score.py uses), into the Encoded token lists a training loop batches.
+
+A `DataSource` names one source and the adapter that reads it, as a TrainConfig and the
+recipes hold them.
 
 Every problem is a MinirmError of one line naming the file and row. A malformed row is never
 skipped; the only rows dropped are the ones an adapter drops on purpose and documents
@@ -32,7 +37,7 @@ from typing import Callable
 
 from .errors import MinirmError, first_line
 from .formats import ChatTurn
-from .hub import REPO_ID, download_hint, hub_cache_dir, require_hub
+from .hub import REPO_ID, cached_snapshot, download_hint, hub_cache_dir, hub_errors, require_hub
 from .records import Sample, parse_jsonl, transcript_sample
 
 DATA_SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".parquet")
@@ -46,6 +51,26 @@ class Example:
     target: float | int | None = None  # regression: reward in [-1, 1]; classification: class label
     margin: float | None = None  # pairwise only: TRL-style margin from a "margin" field
     where: str = ""  # the source row, for error messages
+
+
+@dataclass(frozen=True)  # recipes hand their own sources to every run: none may change them
+class DataSource:
+    source: str  # local file / directory, or a Hub dataset id
+    adapter: str  # a name in ADAPTERS
+    split: str | None = None
+    revision: str | None = None  # Hub datasets: e.g. refs/convert/parquet for script-only repos
+
+
+@dataclass
+class Encoded:
+    """One Example as token ids: one token list per sample (chosen, rejected, ...), in its order."""
+    ids: list[list[int]]
+    target: float | int | None = None
+    margin: float | None = None
+
+    @property
+    def length(self) -> int:
+        return max(len(s) for s in self.ids)
 
 
 # ---------------------------------------------------------------------------- reading rows
@@ -155,36 +180,19 @@ def _read_parquet(path: Path, name: str) -> list[tuple[str, dict]]:
 def _hub_snapshot(repo_id: str, revision: str | None) -> Path:
     """The dataset's snapshot folder: from the cache, or downloaded (data files only) if the Hub answers."""
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import (
-        GatedRepoError, HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError,
-    )
 
-    # The cache lookup asks for the data files only, as the download below fetches them: the
-    # download records the repo's whole file list (trees/<commit>.json), and a lookup for every
-    # file would call a snapshot without its README or loading script incomplete, so a dataset
-    # minirm downloaded could not be read again offline.
-    args = dict(repo_type="dataset", revision=revision, cache_dir=hub_cache_dir(),
-                allow_patterns=[f"*{s}" for s in DATA_SUFFIXES])
-    try:
-        return Path(snapshot_download(repo_id, local_files_only=True, **args))
-    except (LocalEntryNotFoundError, FileNotFoundError, ValueError):
-        pass  # not cached: try the Hub below
+    # The cache lookup asks for the data files only, as the download below fetches them (see
+    # hub.cached_snapshot), so a dataset minirm downloaded can be read again offline.
+    patterns = [f"*{s}" for s in DATA_SUFFIXES]
+    cached = cached_snapshot(repo_id, revision, patterns, repo_type="dataset")
+    if cached is not None:
+        return cached
     hint = download_hint(repo_id, revision, "dataset", "a local data file")
     require_hub(f"dataset {repo_id}", hint)
-    try:
-        return Path(snapshot_download(repo_id, etag_timeout=10, **args))
-    except RevisionNotFoundError:
-        raise MinirmError(f"dataset {repo_id} has no revision {revision!r}; check the revision") from None
-    except GatedRepoError:  # before RepositoryNotFoundError, its parent class
-        raise MinirmError(f"dataset {repo_id} is gated; accept its terms on the Hub and log in with `hf auth login`") from None
-    except RepositoryNotFoundError:
-        raise MinirmError(f"dataset {repo_id} was not found on the Hub (or is private); check the name") from None
-    except Exception as e:  # noqa: BLE001 - httpx raises connection errors of its own
-        network = isinstance(e, (LocalEntryNotFoundError, HfHubHTTPError, OSError)) or any(
-            word in type(e).__name__.lower() for word in ("connect", "timeout"))
-        if not network:
-            raise
-        raise MinirmError(f"cannot download dataset {repo_id} ({first_line(e)[:160]}); {hint}") from None
+    with hub_errors(f"dataset {repo_id}", revision, revision_fix="check the revision", hint=hint,
+                    unreachable=f"cannot download dataset {repo_id}"):
+        return Path(snapshot_download(repo_id, repo_type="dataset", revision=revision, cache_dir=hub_cache_dir(),
+                                      allow_patterns=patterns, etag_timeout=10))
 
 
 # ---------------------------------------------------------------------------- adapters
@@ -417,3 +425,16 @@ def split_holdout(examples: list[Example], fraction: float, seed: int) -> tuple[
     random.Random(seed).shuffle(order)
     held = set(order[:k])
     return ([e for i, e in enumerate(examples) if i not in held], [e for i, e in enumerate(examples) if i in held])
+
+
+def encode_examples(examples: list[Example], tokenizer) -> list[Encoded]:
+    """Tokenize every sample with the tokenizer's one formatting path, the one score.py uses."""
+    flat = [s for ex in examples for s in ex.samples]
+    ids = iter(tokenizer.encode_samples(flat))
+    out = []
+    for ex in examples:
+        seqs = [next(ids) for _ in ex.samples]
+        if not all(seqs):
+            raise MinirmError(f"{ex.where}: a text tokenizes to nothing; give it some content")
+        out.append(Encoded(seqs, ex.target, ex.margin))
+    return out

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import signal
 import tempfile
 import textwrap
@@ -19,9 +20,11 @@ import torch
 from safetensors.torch import load_file
 from test_train import cli_args, metrics, pair_rows, run_child, write_jsonl
 
+import minirm.resume as R
 import minirm.train as T
 from minirm.cli_train import main
-from minirm.train import checkpoint_dirs
+from minirm.losses import Pairwise
+from minirm.resume import checkpoint_dirs
 
 
 def one_line_error(capsys, argv) -> str:
@@ -106,14 +109,14 @@ def test_lr_too_large_diverges_stops_naming_the_step_and_saves_nothing(setup, tm
 def test_loss_turning_nan_stops_at_that_step_before_the_optimizer_step(setup, tmp_path, capsys, monkeypatch,
                                                                        precision):
     model_dir, data = setup
-    real, calls = T.compute_loss, []
+    real, calls = Pairwise.loss, []
 
-    def nan_at_step_3(cfg, logits, batch):
-        loss, parts = real(cfg, logits, batch)
+    def nan_at_step_3(self, logits, batch):
+        loss, parts = real(self, logits, batch)
         calls.append(1)
         return (loss * float("nan") if len(calls) == 3 else loss), parts
 
-    monkeypatch.setattr(T, "compute_loss", nan_at_step_3)
+    monkeypatch.setattr(Pairwise, "loss", nan_at_step_3)
     seen = []
     real_step = torch.optim.AdamW.step
     monkeypatch.setattr(torch.optim.AdamW, "step", lambda self, *a, **k: (seen.append(1), real_step(self, *a, **k))[1])
@@ -125,8 +128,8 @@ def test_loss_turning_nan_stops_at_that_step_before_the_optimizer_step(setup, tm
 
 def test_fp16_divergence_suggests_bf16_or_fp32(setup, tmp_path, capsys, monkeypatch):
     model_dir, data = setup
-    monkeypatch.setattr(T, "compute_loss", lambda cfg, logits, batch: (logits.sum() * float("inf"), {
-        "chosen": logits[0::2, 0], "rejected": logits[1::2, 0]}))
+    monkeypatch.setattr(Pairwise, "loss", lambda self, logits, batch: (logits.float().sum() * float("inf"), {
+        "chosen": logits[0::2, 0].float(), "rejected": logits[1::2, 0].float()}))
     err = one_line_error(capsys, cli_args(model_dir, data, tmp_path / "out", precision="fp16", device="cpu"))
     assert "at step 1" in err and "bf16 or fp32" in err
 
@@ -239,7 +242,7 @@ def test_resume_skips_a_truncated_newest_checkpoint_and_a_half_written_metrics_r
     assert same_weights(out, tmp_path / "straight")
     assert [r["step"] for r in metrics(out) if r["split"] == "train"] == list(range(1, 13))
     # the damaged checkpoint was replaced by a whole one when the run passed step 8 again
-    assert T.load_checkpoint(out / "checkpoints" / "step-0000008", "cpu")[0]["step"] == 8
+    assert R.load_checkpoint(out / "checkpoints" / "step-0000008", "cpu")[0]["step"] == 8
 
 
 def test_resume_with_only_damaged_checkpoints_is_one_line(setup, tmp_path, capsys, monkeypatch):
@@ -304,17 +307,17 @@ def test_sigkill_during_the_model_save_leaves_nothing_after_resume(setup, tmp_pa
 def test_rotation_leaves_whole_checkpoints_or_hidden_leftovers(setup, tmp_path, monkeypatch):
     model_dir, data = setup
     out = tmp_path / "out"
-    real_rmtree = T.shutil.rmtree
+    real_rmtree = shutil.rmtree
 
     def rmtree_killed_half_way(path, *a, **k):  # deletes the trainer state, then the process "dies"
         if "deleting" in str(path) and os.path.isdir(path):
-            os.remove(os.path.join(path, T.STATE_FILE))
+            os.remove(os.path.join(path, R.STATE_FILE))
             raise KeyboardInterrupt
         return real_rmtree(path, *a, **k)
 
-    monkeypatch.setattr(T.shutil, "rmtree", rmtree_killed_half_way)
+    monkeypatch.setattr(shutil, "rmtree", rmtree_killed_half_way)
     assert main(cli_args(model_dir, data, out, steps=8, save_every=2, save_total_limit=2)) == 130
-    monkeypatch.setattr(T.shutil, "rmtree", real_rmtree)
+    monkeypatch.setattr(shutil, "rmtree", real_rmtree)
     ckpts = out / "checkpoints"
     # the doomed step-2 went to a hidden name before its files were deleted: no step-N folder is half there
     assert sorted(p.name for p in ckpts.iterdir()) == [".step-0000002.deleting.tmp", "step-0000004",

@@ -10,16 +10,21 @@ import math
 import pytest
 import torch
 
+from minirm.data import Encoded
 from minirm.losses import (
     OBJECTIVES,
+    Pairwise,
+    Ranking,
     classification_loss,
     classification_metrics,
+    make_objective,
     mse_loss,
     pairwise_loss,
     pairwise_metrics,
     ranking_loss,
     ranking_metrics,
     regression_metrics,
+    to_floats,
 )
 
 TOL = 1e-6
@@ -255,9 +260,86 @@ def test_metrics_are_detached_floats():
     assert chosen.grad is None
 
 
+# ---------------------------------------------------------------- objectives: what the training loop holds
+
+
 def test_objectives_table():
-    assert {n: o.kind for n, o in OBJECTIVES.items()} == {
-        "pairwise": "pairwise", "ranking": "ranking", "mse": "regression", "cross_entropy": "classification",
+    assert {n: o.kinds for n, o in OBJECTIVES.items()} == {
+        "pairwise": ("pairwise",), "ranking": ("pairwise", "ranking"), "mse": ("regression",),
+        "cross_entropy": ("classification",),
     }
-    assert OBJECTIVES["pairwise"].loss is pairwise_loss and OBJECTIVES["ranking"].metrics is ranking_metrics
-    assert OBJECTIVES["mse"].loss is mse_loss and OBJECTIVES["cross_entropy"].metrics is classification_metrics
+    assert all(make_objective(n).name == n for n in OBJECTIVES)
+    assert make_objective("pairwise", 0.01) == Pairwise(0.01)
+    assert make_objective("ranking", 0.01) == Ranking()  # TRL's centering term is the pairwise loss's own
+    with pytest.raises(ValueError, match="unknown loss 'hinge'"):
+        make_objective("hinge")
+
+
+def seqs(n: int, first: int) -> list[list[int]]:
+    """n distinct token lists, to follow where each lands in the batch."""
+    return [[first + k] * (k + 1) for k in range(n)]
+
+
+def scored(rows) -> torch.Tensor:
+    """The model's (B, 1) outputs, one row per sequence in the objective's layout."""
+    return torch.tensor(rows, dtype=torch.bfloat16)[:, None]  # the exact values of the running examples
+
+
+def test_pairwise_objective_lays_out_chosen_then_rejected_and_gives_the_loss():
+    batch = [Encoded(seqs(2, 10), margin=M[0]), Encoded(seqs(2, 20), margin=None)]  # a missing margin is 0
+    objective = make_objective("pairwise", 0.01)
+    assert objective.sequences(batch) == [[10], [11, 11], [20], [21, 21]]  # chosen rows 0, 2; rejected 1, 3
+    logits = scored([C[0], R[0], C[1], R[1]])
+    loss, parts = objective.loss(logits, batch)
+    assert loss.dtype == torch.float32
+    assert loss.item() == pytest.approx((nll(0.5) + nll(-1.0)) / 2 + 0.065, abs=TOL)  # as in the hand sums above
+    values = objective.metrics(parts)
+    assert all(isinstance(v, torch.Tensor) and v.dim() == 0 for v in values.values())  # nothing read yet
+    assert to_floats(values) == pairwise_metrics(t(*C), t(*R))
+    assert list(to_floats(values)) == ["accuracy", "margin", "min_reward", "mean_reward", "max_reward"]
+    no_margins = [Encoded(seqs(2, 10)), Encoded(seqs(2, 20))]
+    assert make_objective("pairwise").loss(logits, no_margins)[0].item() == pytest.approx(
+        (nll(1.0) + nll(-1.0)) / 2, abs=TOL)
+
+
+def test_pairwise_objective_refuses_an_example_that_is_not_a_pair():
+    with pytest.raises(ValueError):
+        make_objective("pairwise").sequences([Encoded(seqs(3, 10))])
+
+
+def test_metrics_merge_over_micro_batches_as_over_one_batch():
+    objective = make_objective("pairwise")
+    one = objective.loss(scored([C[0], R[0]]), [Encoded(seqs(2, 10))])[1]
+    two = objective.loss(scored([C[1], R[1]]), [Encoded(seqs(2, 20))])[1]
+    merged = objective.metrics(objective.merge([one, two]))
+    assert to_floats(merged) == pairwise_metrics(t(*C), t(*R))
+
+
+def test_ranking_objective_lays_out_groups_best_first_and_pads_them():
+    batch = [Encoded(seqs(3, 10)), Encoded(seqs(2, 20))]
+    objective = make_objective("ranking")
+    assert objective.sequences(batch) == [[10], [11, 11], [12, 12, 12], [20], [21, 21]]
+    rewards = [3.0, 1.0, 2.0, 0.5, 1.5]  # the groups of padded() above
+    loss, parts = objective.loss(scored(rewards), batch)
+    assert loss.item() == pytest.approx((GROUP0 + GROUP1) / 2, abs=TOL)
+    assert to_floats(objective.metrics(parts)) == ranking_metrics(padded(0.0), torch.tensor([3, 2]))
+    # a micro-batch of pairs merges with one of triples: the pairs are padded to K = 3
+    first = objective.loss(scored(rewards[3:]), batch[1:])[1]
+    second = objective.loss(scored(rewards[:3]), batch[:1])[1]
+    merged = objective.merge([first, second])
+    assert merged["rewards"].shape == (2, 3) and merged["counts"].tolist() == [2, 3]
+    assert to_floats(objective.metrics(merged)) == pytest.approx(ranking_metrics(padded(0.0), torch.tensor([3, 2])))
+
+
+def test_regression_and_classification_objectives_read_each_examples_target():
+    batch = [Encoded(seqs(1, 10 * (i + 1)), target=v) for i, v in enumerate(T)]
+    objective = make_objective("mse")
+    assert objective.sequences(batch) == [[10], [20], [30]]  # one sequence per example, in order
+    loss, parts = objective.loss(scored(P), batch)
+    assert loss.item() == pytest.approx((0.25 + 0.0 + 9.0) / 3, abs=TOL)
+    assert to_floats(objective.metrics(parts)) == regression_metrics(t(*P), t(*T))
+    batch = [Encoded(seqs(1, 10), target=y) for y in LABELS]
+    objective = make_objective("cross_entropy")
+    loss, parts = objective.loss(torch.tensor(LOGITS), batch)
+    assert loss.item() == pytest.approx(classification_loss(torch.tensor(LOGITS), torch.tensor(LABELS)).item())
+    assert to_floats(objective.metrics(parts)) == {"accuracy": 0.5}

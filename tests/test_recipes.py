@@ -101,7 +101,7 @@ def test_list_recipes_names_every_recipe(capsys):
     assert table == recipe_table() + "\n"
     for name, r in RECIPES.items():
         line = next(l for l in table.splitlines() if l.startswith(name + " "))
-        assert r.model in line and r.loss in line and str(r.batch_size) in line
+        assert r.get("model") in line and r.get("loss") in line and str(r.get("batch_size")) in line
 
 
 def test_a_recipe_with_no_data_option_trains_on_its_sources_as_declared():
@@ -114,6 +114,83 @@ def test_a_recipe_with_no_data_option_trains_on_its_sources_as_declared():
             assert len(cfg.data) == len(r.data) and all(a is b for a, b in zip(cfg.data, r.data))
     oa = {s.source: s.revision for s in RECIPES["oa-deberta"].data}
     assert oa["openai/webgpt_comparisons"] == oa["openai/summarize_from_feedback"] == "refs/convert/parquet"
+
+
+# what each model card trains with, written out: a recipe's settings over TrainConfig's defaults
+CARDS = {
+    "aux-roberta": dict(model="FacebookAI/roberta-base", loss="pairwise", lr=5e-5, schedule="linear", batch_size=32,
+                        max_steps=10_000, max_length=512),
+    "aira-bert": dict(model="google-bert/bert-base-cased", loss="pairwise", lr=5e-5, schedule="linear",
+                      batch_size=42, max_steps=1_200, max_length=400),
+    "aira-regression": dict(model="google-bert/bert-base-cased", loss="mse", regression_head=True, lr=1e-4,
+                            schedule="constant", batch_size=64, epochs=5, max_length=512),
+    "chai": dict(model="openai-community/gpt2", loss="cross_entropy", num_labels=2, lr=1e-5, schedule="linear",
+                 betas=(0.9, 0.999), eps=1e-8, batch_size=16, eval_batch_size=64, epochs=3, max_length=1024,
+                 precision="fp16", seed=42),
+    "oa-deberta": dict(model="microsoft/deberta-v2-xxlarge", loss="ranking", lr=2e-6, schedule="cosine",
+                       warmup_steps=600, weight_decay=0.01, max_grad_norm=2.0, batch_size=1, grad_accum=12, epochs=2,
+                       max_length=512, precision="fp16", gradient_checkpointing=True),
+}
+
+
+def test_every_recipe_is_its_cards_settings_over_the_train_config_defaults():
+    from dataclasses import asdict
+
+    from minirm.cli_train import build_parser, config_from_args
+    from minirm.train_config import field_defaults
+
+    assert set(CARDS) == set(RECIPES)
+    for name, card in CARDS.items():
+        data = [] if RECIPES[name].data else ["--data", "rows.jsonl"]
+        cfg = config_from_args(build_parser().parse_args(["--recipe", name, *data]))
+        want = {**field_defaults(), **card, "eval_fraction": 0.05, "output": f"runs/{name}", "data": cfg.data,
+                "progress": cfg.progress, "chat_names": {"bot_name": None, "user_name": None, "memory": None}}
+        got = asdict(cfg)
+        got["data"] = cfg.data
+        assert got == want, name
+
+
+def test_options_set_the_field_of_their_name_over_the_recipe():
+    from minirm.cli_train import build_parser, config_from_args
+
+    def config(*argv):
+        return config_from_args(build_parser().parse_args(["--recipe", "oa-deberta", *argv]))
+
+    cfg = config("--lr", "1e-3", "--batch-size", "3", "--no-gradient-checkpointing", "--log-every", "4",
+                 "--center-rewards-coefficient", "0.01", "--eval-fraction", "0.5")
+    assert (cfg.lr, cfg.batch_size, cfg.gradient_checkpointing, cfg.log_every, cfg.center_rewards_coefficient,
+            cfg.eval_fraction) == (1e-3, 3, False, 4, 0.01, 0.5)
+    assert (cfg.grad_accum, cfg.warmup_steps, cfg.schedule) == (12, 600, "cosine")  # the recipe's, not given
+    assert (cfg.save_total_limit, cfg.group_by_length, cfg.resume) == (2, True, False)  # TrainConfig's defaults
+    assert config("--max-grad-norm", "0").max_grad_norm is None  # 0: no clipping
+    # --max-steps overrides --epochs: --epochs alone replaces a recipe's step count
+    assert (config("--epochs", "1").max_steps, config("--epochs", "1").epochs) == (None, 1)
+    aira = config_from_args(build_parser().parse_args(["--recipe", "aira-bert", "--epochs", "1", "--max-steps", "5"]))
+    assert (aira.max_steps, aira.epochs) == (5, 1)
+
+
+def test_a_recipe_overrides_only_train_config_fields_and_cannot_change():
+    from minirm.recipes import Recipe
+
+    with pytest.raises(ValueError, match="learning_rate is not a TrainConfig field"):
+        Recipe("typo", settings={"learning_rate": 1e-5}, adapter="preference")
+    with pytest.raises(TypeError):
+        RECIPES["chai"].settings["lr"] = 1.0
+    assert RECIPES["chai"].get("lr") == 1e-5 and RECIPES["chai"].get("warmup_steps") == 0  # the default
+
+
+def test_the_help_shows_the_defaults_of_train_config_and_the_recipes(capsys):
+    from minirm.train_config import field_defaults
+
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    d = field_defaults()
+    assert f"every N steps (default {d['log_every']}; 0: never)" in text
+    assert f"checkpoints kept (default {d['save_total_limit']}; 0: all)" in text
+    assert "(default: on)" in text and d["group_by_length"] is True
+    assert "when there is no --eval-data (default 0.05)" in text
+    assert {r.get("eval_fraction") for r in RECIPES.values()} == {0.05}
 
 
 def test_aux_roberta_recipe_on_aira_and_hh_rows(tmp_path, bpe_files):
@@ -134,7 +211,7 @@ def test_aira_bert_recipe(tmp_path, bpe_files):
     data = write_jsonl(tmp_path / "reward-aira.jsonl", AIRA)
     summary = run("aira-bert", base, tmp_path / "out", data, extra=["--batch-size", "4", "--eval-fraction", "0.25"])
     assert summary["eval"]["accuracy"] >= 0  # evaluated on the held-out quarter
-    assert json.loads((tmp_path / "out" / "train_config.json").read_text())["lr"] == RECIPES["aira-bert"].lr
+    assert json.loads((tmp_path / "out" / "train_config.json").read_text())["lr"] == RECIPES["aira-bert"].get("lr")
 
 
 def test_aira_regression_recipe_writes_the_regression_head(tmp_path, bpe_files):

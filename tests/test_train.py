@@ -27,7 +27,9 @@ from minirm import MinirmError, Scorer
 from minirm.checkpoint import load_for_training, load_model
 from minirm.cli_train import main
 from minirm.optim import lr_factor
-from minirm.train import DataSource, TrainConfig, checkpoint_dirs, epoch_steps, train
+from minirm.plan import epoch_steps
+from minirm.resume import checkpoint_dirs
+from minirm.train import DataSource, TrainConfig, train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -167,7 +169,6 @@ KILL_AFTER_SAVE = textwrap.dedent("""
 KILL_DURING_SAVE = textwrap.dedent("""
     import os, signal, sys
     import torch
-    import minirm.train as T
     from minirm.cli_train import main
     kill_during = int(os.environ["KILL_DURING"])
     real_save = torch.save
@@ -179,7 +180,7 @@ KILL_DURING_SAVE = textwrap.dedent("""
                 os.fsync(fh.fileno())
             os.kill(os.getpid(), signal.SIGKILL)
         return real_save(obj, f, *args, **kwargs)
-    T.torch.save = torch_save_then_die
+    torch.save = torch_save_then_die
     sys.exit(main(sys.argv[1:]))
 """)
 

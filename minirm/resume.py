@@ -1,0 +1,212 @@
+"""A run's output folder and its checkpoints: what OUTPUT may already hold, saving a
+checkpoint, and resuming from one.
+
+A checkpoint (`OUTPUT/checkpoints/step-NNNNNNN/`) holds the model in HF layout plus
+`trainer_state.pt`: optimizer, GradScaler, RNG states and the step, which is also the data
+position, beside the plan's fingerprint, the run's config and the Meter's counters. It is
+written to a temporary directory and renamed into place, so a run killed at any moment leaves
+the previous checkpoint intact; `resume` picks the newest whole one (a damaged one is skipped
+with a warning) and refuses one saved for other data or batch settings. Old checkpoints are
+renamed to a hidden name before they are deleted, and what a kill leaves (hidden temporary
+folders) is removed when the next run starts (`prepare_output`).
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import random
+import shutil
+import sys
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from .checkpoint import save_model
+from .errors import MinirmError, first_line
+from .records import writable_ancestor
+
+STATE_FILE = "trainer_state.pt"
+
+
+def check_output(output: Path, cfg) -> None:
+    """Before any work: OUTPUT is (or can become) a writable directory, and what it already holds
+    fits the request (--resume needs a checkpoint; a finished run is replaced only with --overwrite)."""
+    writable_ancestor(output, "--output")
+    for name in ("checkpoints", "metrics.jsonl", "model.safetensors", "summary.json"):
+        p = output / name
+        if p.exists() and p.is_dir() != (name == "checkpoints"):
+            raise MinirmError(f"--output {output}: {p} is a {'file' if name == 'checkpoints' else 'directory'}; "
+                              "move it away or choose another --output")
+    ckpts = checkpoint_dirs(output)
+    finished = [name for name in ("summary.json", "model.safetensors") if (output / name).is_file()]
+    if cfg.resume and not ckpts:
+        if finished:
+            raise MinirmError(f"--resume: {output} holds a finished run ({', '.join(finished)}) and no checkpoint "
+                              "to continue from; pass --overwrite instead to train it again, or another --output")
+        raise MinirmError(f"--resume: {output} holds no checkpoint to resume from (checkpoints/step-N/ with "
+                          f"{STATE_FILE}); run without --resume to start a new run")
+    if not cfg.resume and not cfg.overwrite:
+        if ckpts:
+            raise MinirmError(f"{output} already holds checkpoints of a run; pass --resume to continue it, "
+                              "--overwrite to start over, or choose another --output")
+        if finished:
+            raise MinirmError(f"{output} already holds a trained model ({', '.join(finished)}); pass --overwrite "
+                              "to replace it, or choose another --output")
+
+
+def checkpoint_dirs(output: Path) -> list[Path]:
+    """Complete checkpoints, oldest first. Half-written saves are hidden (.tmp) directories."""
+    root = output / "checkpoints"
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith("step-") and (p / STATE_FILE).is_file()]
+    return sorted(found, key=lambda p: int(p.name.split("-")[1]))
+
+
+def save_checkpoint(output: Path, step: int, model, optimizer, scaler, tokenizer_dir: Path, extra: dict,
+                    keep: int) -> Path:
+    """model (HF layout) + trainer state into a temporary directory, then renamed into place."""
+    root = output / "checkpoints"
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"step-{step:07d}"
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=root))
+    try:
+        save_model(model, tmp, tokenizer_dir, into_existing=True)
+        state = {
+            "step": step,
+            "optimizer": optimizer.state_dict(),
+            "scaler": scaler.state_dict(),
+            "rng": {"torch": torch.get_rng_state(), "python": random.getstate(),
+                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
+            **extra,
+        }
+        torch.save(state, tmp / STATE_FILE)
+        _fsync_dir(tmp)
+        if final.exists():  # a checkpoint of this step from before a resume (or a damaged one): set it aside
+            _discard(final)
+        os.replace(tmp, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    for old in checkpoint_dirs(output)[:-keep] if keep > 0 else []:
+        _discard(old)
+    return final
+
+
+def _discard(folder: Path) -> None:
+    """Delete a checkpoint so that a kill at any moment leaves it whole or gone: it is renamed to a
+    hidden name first (one atomic step), and the start-up cleanup removes what a kill leaves there."""
+    doomed = folder.with_name(f".{folder.name}.deleting.tmp")
+    shutil.rmtree(doomed, ignore_errors=True)
+    os.replace(folder, doomed)
+    shutil.rmtree(doomed, ignore_errors=True)
+
+
+def clean_leftovers(output: Path) -> list[Path]:
+    """Remove what killed saves and deletions leave: hidden temporary folders and files in
+    OUTPUT/checkpoints/ (a checkpoint being written, the model save inside it, a checkpoint being
+    deleted), step-N folders without a trainer state (deleted half-way by older versions), and the
+    hidden temporary folder of a killed final model save beside OUTPUT."""
+    removed = []
+    root = output / "checkpoints"
+    if root.is_dir():
+        for p in root.iterdir():
+            if p.name.startswith(".") or (p.name.startswith("step-") and p.is_dir()
+                                          and not (p / STATE_FILE).is_file()):
+                removed.append(p)
+    if output.parent.is_dir():
+        removed += [p for p in output.parent.glob(f".{glob.escape(output.name)}.*.tmp") if p.is_dir()]
+    for p in removed:
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+    return removed
+
+
+def _fsync_dir(folder: Path) -> None:
+    for f in folder.iterdir():
+        with open(f, "rb") as fh:
+            os.fsync(fh.fileno())
+
+
+def load_trainer_state(ckpt: Path) -> dict:
+    try:
+        # weights_only: the state is tensors, numbers and plain containers; no pickled code runs
+        return torch.load(ckpt / STATE_FILE, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any failure means this checkpoint is unusable
+        raise MinirmError(f"{ckpt / STATE_FILE}: cannot be read ({first_line(e)}); "
+                          "delete this checkpoint directory to resume from the one before") from None
+
+
+def load_checkpoint(ckpt: Path, device) -> tuple[dict, torch.nn.Module]:
+    """(trainer state, model) of one checkpoint; MinirmError when either is damaged."""
+    from .checkpoint import load_model
+
+    state = load_trainer_state(ckpt)
+    missing = [k for k in ("step", "optimizer", "scaler", "rng") if k not in state]
+    if missing:
+        raise MinirmError(f"{ckpt / STATE_FILE}: holds no {', '.join(missing)}")
+    try:
+        saved, _ = load_model(ckpt, torch.float32, device)
+    except MinirmError as e:
+        raise MinirmError(str(e).split("; re-download")[0]) from None
+    return state, saved
+
+
+def restore_rng(rng: dict) -> None:
+    torch.set_rng_state(rng["torch"])
+    random.setstate(_as_tuple(rng["python"]))
+    if rng["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+
+
+def _as_tuple(x):
+    return tuple(_as_tuple(v) for v in x) if isinstance(x, (list, tuple)) else x
+
+
+def resume(output: Path, device, fingerprint: dict, model, optimizer, scaler, total: int, verbose: bool) -> dict:
+    """Put the run back where the newest whole checkpoint in OUTPUT left it: the model's weights,
+    the optimizer, the GradScaler and the RNG states. Returns that checkpoint's trainer state (its
+    "step" is the next step; the Meter's counters are in it too). A damaged checkpoint is skipped
+    with a warning; one saved for other data or batch settings is an error."""
+    skipped = []
+    for ckpt in reversed(checkpoint_dirs(output)):  # the newest checkpoint that is whole
+        try:
+            state, saved = load_checkpoint(ckpt, device)
+        except MinirmError as e:
+            skipped.append(f"{ckpt.name} ({e})")
+            continue
+        if verbose:
+            for reason in skipped:
+                print(f"warning: skipping damaged checkpoint {reason}; resuming from {ckpt.name}",
+                      file=sys.stderr, flush=True)
+        if state.get("data") != fingerprint:
+            raise MinirmError(f"{ckpt}: was saved for other data or batch settings ({state.get('data')}, "
+                              f"now {fingerprint}); resume with the same --data, --batch-size and --seed")
+        model.load_state_dict(saved.state_dict())
+        del saved
+        optimizer.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+        restore_rng(state["rng"])
+        if verbose:
+            print(f"resuming from {ckpt} at step {state['step']}/{total}", flush=True)
+        return state
+    raise MinirmError(f"--resume: no checkpoint in {output / 'checkpoints'} is whole (newest: "
+                      f"{skipped[0]}); run with --overwrite to start over")
+
+
+def prepare_output(output: Path, cfg) -> None:
+    """On the main process, once the weights are loaded: clear what a kill during a save or a
+    checkpoint's deletion left, the old run's files under --overwrite (its model is replaced at
+    the end), and write train_config.json."""
+    clean_leftovers(output)
+    if cfg.overwrite and not cfg.resume:
+        shutil.rmtree(output / "checkpoints", ignore_errors=True)
+        for name in ("summary.json", "metrics.jsonl", "curves.png"):
+            (output / name).unlink(missing_ok=True)
+    (output / "train_config.json").parent.mkdir(parents=True, exist_ok=True)
+    (output / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")

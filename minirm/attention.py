@@ -127,5 +127,51 @@ def check_backend(backend: str, device: torch.device | str) -> None:
                           "(or set TRITON_INTERPRET=1 to run the kernel on CPU, slowly)")
 
 
-def default_backend(device: torch.device | str) -> str:
-    return "triton" if torch.device(device).type == "cuda" else "sdpa"
+def triton_unavailable(device: torch.device, head_dim: int, dtype: torch.dtype) -> str | None:
+    """Why the varlen kernel cannot serve this model on this device, or None when it can."""
+    from importlib.util import find_spec
+
+    if find_spec("triton") is None:
+        return "Triton is not installed (pip install triton)"
+    if device.type == "cuda":
+        major, minor = torch.cuda.get_device_capability(device)
+        if (major, minor) < (8, 0):
+            return f"the GPU's compute capability is {major}.{minor}; the kernel needs 8.0 (Ampere) or newer"
+    from kernels.attention import SUPPORTED_DTYPES, SUPPORTED_HEAD_DIMS
+
+    if head_dim not in SUPPORTED_HEAD_DIMS:
+        return f"head dim {head_dim} is not one the kernel takes ({', '.join(map(str, SUPPORTED_HEAD_DIMS))})"
+    if dtype not in SUPPORTED_DTYPES:
+        return f"the kernel does not take {str(dtype).removeprefix('torch.')}"
+    return None
+
+
+_FALLBACKS_SHOWN: set[str] = set()
+
+
+def choose_backend(requested: str | None, device: torch.device, head_dim: int, dtype: torch.dtype,
+                   packed: bool) -> str:
+    """The backend a model runs with. By default the kernel on CUDA; where it cannot serve, SDPA,
+    with one line on stderr saying why (once per reason). An explicit --attention triton that
+    cannot run is an error instead."""
+    if requested is None:
+        if device.type != "cuda" or not packed:
+            return "sdpa"
+        why = triton_unavailable(device, head_dim, dtype)
+        if why is None:
+            return "triton"
+        if why not in _FALLBACKS_SHOWN:
+            import sys
+
+            _FALLBACKS_SHOWN.add(why)
+            print(f"minirm: attention runs on sdpa, not the triton kernel: {why}", file=sys.stderr)
+        return "sdpa"
+    check_backend(requested, device)
+    if requested == "triton":
+        if not packed:
+            raise MinirmError("this model's attention carries a relative-position bias the triton kernel does not "
+                              "take; use --attention sdpa")
+        why = triton_unavailable(device, head_dim, dtype)
+        if why is not None:
+            raise MinirmError(f"--attention triton: {why}; use --attention sdpa")
+    return requested

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .attention import check_backend, default_backend
+from .attention import check_backend, choose_backend
 from .batching import length_batches, pad_batch
 from .checkpoint import load_model
 from .config import ModelConfig
@@ -69,12 +69,7 @@ class Scorer:
         if alpha is not None and not cfg.spec.takes_alpha:
             raise MinirmError(f"--alpha applies only to the Aira regression model (model_type bert-reward); "
                               f"drop it for this {cfg.family} model")
-        packed = cfg.spec.supports_packed
-        if attention is None:
-            attention = default_backend(device) if packed else "sdpa"
-        elif attention == "triton" and not packed:
-            raise MinirmError(f"{cfg.family} attention carries a relative-position bias the triton kernel "
-                              "does not take; use --attention sdpa")
+        attention = choose_backend(attention, device, cfg.head_dim, DTYPES[dtype], cfg.spec.supports_packed)
         tok = load_tokenizer(find_tokenizer(tokenizer, model_dir, cfg), cfg, max_length, truncation_side, chat_names)
         model, cfg = load_model(model_dir, DTYPES[dtype], device, config=cfg)
         return cls(model, cfg, tok, device, batch_size, attention, 1.0 if alpha is None else alpha)

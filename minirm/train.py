@@ -44,6 +44,7 @@ from .models import supports_packed
 from .optim import build_optimizer, lr_factor, set_lr
 from .plan import StepPlan
 from .resume import check_output, prepare_output, resume, save_checkpoint
+from .attention import choose_backend
 from .devices import Dist, setup_distributed
 from .tokenizer import find_tokenizer, load_tokenizer
 from .train_config import TrainConfig
@@ -53,15 +54,16 @@ AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 # --- what the weights need: config, tokenizer, data ------------------------------------------
 
-def read_model_config(cfg: TrainConfig) -> tuple[Path, ModelConfig, ModelConfig, str]:
+def read_model_config(cfg: TrainConfig, device: torch.device) -> tuple[Path, ModelConfig, ModelConfig, str]:
     """(model directory, its config.json as read, that config with the run's reward head, attention backend)."""
     model_dir = resolve_model(cfg.model, cfg.revision)
     base = ModelConfig.from_file(model_dir / "config.json")
     mcfg = reward_config(base, cfg.num_labels, cfg.regression_head)
-    backend = cfg.attention or "sdpa"
-    if backend == "triton" and (mcfg.attention_dropout or not supports_packed(mcfg.family)):
-        raise MinirmError("the triton kernel has no attention dropout (and no DeBERTa bias); train with "
-                          "--attention sdpa, or set attention_probs_dropout_prob to 0 in config.json")
+    if cfg.attention == "triton" and mcfg.attention_dropout:
+        raise MinirmError("the triton kernel has no attention dropout; train with --attention sdpa, or set "
+                          "attention_probs_dropout_prob to 0 in config.json")
+    amp = AMP_DTYPES[cfg.precision] or torch.float32
+    backend = choose_backend(cfg.attention or "sdpa", device, mcfg.head_dim, amp, supports_packed(mcfg.family))
     return model_dir, base, mcfg, backend
 
 
@@ -176,7 +178,7 @@ def train(cfg: TrainConfig) -> dict:
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     # config, tokenizer, data, plan: everything that can be wrong is found before the weights load
-    model_dir, base, mcfg, backend = read_model_config(cfg)
+    model_dir, base, mcfg, backend = read_model_config(cfg, device)
     tok_dir = find_tokenizer(cfg.tokenizer, model_dir, mcfg)
     tokenizer = load_tokenizer(tok_dir, mcfg, cfg.max_length, cfg.truncation_side, cfg.chat_names)
     train_set, eval_set = read_data(cfg, tokenizer, mcfg.num_labels)

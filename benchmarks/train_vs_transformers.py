@@ -18,7 +18,7 @@ The sides, each in its own subprocess (fresh memory and allocator), one after an
   of the speed-up is the batching and how much minirm's own model code;
 - transformers: a plain loop as a user writes it: `AutoTokenizer` +
   `BertForSequenceClassification.from_pretrained(..., num_labels=1)`, the pairs tokenized
-  once (`tok(prompts, responses, truncation=True, max_length=L)`), batches in a seeded
+  pair by pair (`tok(prompt, response, truncation=True, max_length=L)`), batches in a seeded
   random order, each padded to its longest with `tok.pad`, chosen and rejected in one
   forward of 2B sequences, `-logsigmoid(r_c - r_r).mean()`, `torch.optim.AdamW`,
   `get_linear_schedule_with_warmup(opt, 0, steps)`, `clip_grad_norm_(1.0)`, dropout on.
@@ -187,10 +187,11 @@ def run_transformers(cfg: dict) -> dict:
         pairs = [i for i, s in enumerate(samples) if s.prompt is not None]
         texts = [i for i, s in enumerate(samples) if s.prompt is None]
         if pairs:
-            enc = tok([samples[i].prompt for i in pairs], [samples[i].response for i in pairs],
-                      truncation=True, max_length=L, return_token_type_ids=False)
-            for i, x in zip(pairs, enc["input_ids"]):
-                ids[i] = x
+            # one pair per call, as the model cards call the tokenizer: a batched call would keep an
+            # empty response as a second text ([CLS] p [SEP] [SEP]); the sample has four
+            for i in pairs:
+                ids[i] = tok(samples[i].prompt, samples[i].response, truncation=True, max_length=L,
+                             return_token_type_ids=False)["input_ids"]
         if texts:
             enc = tok([samples[i].response for i in texts], truncation=True, max_length=L, return_token_type_ids=False)
             for i, x in zip(texts, enc["input_ids"]):

@@ -110,6 +110,9 @@ def check_arguments(args) -> None:
     if args.serve is not None:
         if args.input or args.prompt or args.output:
             raise MinirmError("--serve answers requests; drop --input, --output and PROMPT RESPONSE")
+        if args.json or args.oa_rank:
+            raise MinirmError(f"{'--json' if args.json else '--oa-rank'} is for offline scoring; the server "
+                              "always answers JSON and scores what it is sent, so drop it")
         return
     if args.input and (args.prompt or args.responses):
         raise MinirmError("give either --input FILE or PROMPT RESPONSE..., not both")

@@ -339,6 +339,7 @@ def test_score_py_serve_answers_until_stopped(make_checkpoint, bert_scorer, tmp_
 
 @pytest.mark.parametrize("extra, needle", [
     (["--serve", "8000", "--input", "x.jsonl"], "--serve answers requests; drop --input"),
+    (["--serve", "8000", "--oa-rank"], "--oa-rank is for offline scoring"),
     (["--serve", "host:"], "give [HOST:]PORT"),
     (["--serve", "8000", "--max-wait-ms", "nan"], "--max-wait-ms must be a finite number"),
     (["--serve", "8000", "--max-wait-ms", "-1"], "--max-wait-ms must be a finite number of at least 0"),

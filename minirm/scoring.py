@@ -130,9 +130,7 @@ class Scorer:
         mine = length_batches([len(s) for s in distinct], self.batch_size)[rank::world]
         bar = _progress(sum(map(len, mine)), progress)
         for batch_idx in mine:
-            ids, lengths = pad_batch([distinct[i] for i in batch_idx], self.tokenizer.pad_id, self.device)
-            logits = self.model(ids, lengths, self.attention).float()
-            for i, s in zip(batch_idx, self.logits_to_scores(logits).tolist()):
+            for i, s in zip(batch_idx, self.forward_batch([distinct[i] for i in batch_idx])):
                 scores[i] = s
             bar.update(len(batch_idx))
         bar.close()
@@ -144,6 +142,12 @@ class Scorer:
                                       f"{str(next(self.model.parameters()).dtype).removeprefix('torch.')}); "
                                       "score with --dtype float32 or bfloat16")
         return [scores[j] for j in slot]
+
+    @torch.inference_mode()
+    def forward_batch(self, sequences: list[list[int]]) -> list[float]:
+        """One forward over token lists, padded together: their raw scores, unchecked."""
+        ids, lengths = pad_batch(sequences, self.tokenizer.pad_id, self.device)
+        return self.logits_to_scores(self.model(ids, lengths, self.attention).float()).tolist()
 
     def logits_to_scores(self, logits: torch.Tensor) -> torch.Tensor:
         """(B, num_labels) -> (B,) scores, by the family's rule (see the module docstring)."""

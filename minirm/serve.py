@@ -35,11 +35,9 @@ import threading
 import time
 from dataclasses import dataclass, field, replace
 
-import torch
 from fastapi import FastAPI, Request  # the [serve] extra: this module is imported only to serve
 from fastapi.responses import JSONResponse, Response
 
-from .batching import pad_batch
 from .errors import MinirmError, first_line
 from .records import Sample, check_row, has_lone_surrogate, parse_strict_json, rows_to_samples, rows_with_scores
 
@@ -280,13 +278,7 @@ class RewardService:
         self.scorer, self.options = scorer, options
         self.strip = template_stripper(options.strip_template)
         self.metrics = Metrics(lambda: self.batcher.depth())
-        self.batcher = Batcher(self._forward, options, self.metrics)
-
-    @torch.inference_mode()
-    def _forward(self, sequences: list[list[int]]) -> list[float]:
-        s = self.scorer
-        ids, lengths = pad_batch(sequences, s.tokenizer.pad_id, s.device)
-        return s.logits_to_scores(s.model(ids, lengths, s.attention).float()).tolist()
+        self.batcher = Batcher(scorer.forward_batch, options, self.metrics)
 
     async def score(self, samples: list[Sample], labels: list[str]) -> list[float]:
         if len(samples) > self.options.max_request:

@@ -1,15 +1,22 @@
 """Self-attention over a batch of sequences of different lengths: one entry point, three backends.
 
 Every model calls `attend(q, k, v, batch)`. The `AttentionBatch` carries each
-sequence's length, built once per forward pass, so a backend can skip padding:
+sequence's length, built once per forward pass, so a backend can skip padding. Two layouts:
 
-- "sdpa":   torch.nn.functional.scaled_dot_product_attention with a key-padding mask
-            (PyTorch picks a fused kernel where one fits). The default off CUDA.
+padded: (B, T, C) activations, every sequence right-padded to the longest; attention masks the padding.
+- "sdpa":   torch.nn.functional.scaled_dot_product_attention with a key-padding mask.
 - "eager":  softmax(q k^T / sqrt(d)) v written out, the reference a student can read.
-- "triton": the varlen kernel in kernels/attention.py on packed tokens (no padding at all).
-            The default on CUDA; the models pack their tokens first (see `AttentionBatch.pack`).
 
-Shapes: padded tensors are (B, nh, T, hs); packed tensors are (N, nh, hs) with N = sum(lengths).
+packed: (N, C) activations, N = sum(lengths): the models drop the padding right after the
+embeddings (`AttentionBatch.pack`), so every linear layer, LayerNorm and activation runs on
+real tokens only.
+- "packed": attention per run of equal-length sequences, through SDPA with no mask. The
+            default on CPU, where a masked (B, T, T) attention costs more than the
+            per-sequence calls (BENCHMARKS.md, "CPU efficiency").
+- "triton": the varlen kernel in kernels/attention.py, one launch for the whole pack. The
+            default on CUDA.
+
+Shapes: padded tensors are (B, nh, T, hs); packed tensors are (N, nh, hs).
 """
 
 from __future__ import annotations
@@ -23,7 +30,8 @@ import torch.nn.functional as F
 
 from .errors import MinirmError
 
-BACKENDS = ("sdpa", "eager", "triton")
+BACKENDS = ("packed", "sdpa", "eager", "triton")
+PACKED_BACKENDS = ("packed", "triton")
 
 
 @dataclass
@@ -41,7 +49,7 @@ class AttentionBatch:
 
     @property
     def packed(self) -> bool:
-        return self.backend == "triton"
+        return self.backend in PACKED_BACKENDS
 
     # --- padded layout ---------------------------------------------------------------
     def key_mask(self) -> torch.Tensor | None:
@@ -77,6 +85,26 @@ class AttentionBatch:
         """Index into the packed tokens of position[b] within sequence b."""
         return self.cu_seqlens[:-1].long() + position
 
+    @cached_property
+    def runs(self) -> list[tuple[int, int, int]]:
+        """(first token, sequences, length) of each run of neighbouring equal-length sequences.
+        A run's tokens are contiguous in the pack, so (count * length, ...) views as
+        (count, length, ...) without a copy; batches cut from length-sorted data have long runs."""
+        runs, start = [], 0
+        for length in self.lengths.tolist():
+            if runs and runs[-1][2] == length:
+                runs[-1][1] += 1
+            else:
+                runs.append([start, 1, length])
+            start += length
+        return [tuple(r) for r in runs]
+
+    def unpack(self, x: torch.Tensor, fill: float = 0.0) -> torch.Tensor:
+        """(N, ...) -> (B, T, ...), `fill` at the padding: the inverse of `pack`."""
+        out = x.new_full((len(self.lengths), self.max_len, *x.shape[1:]), fill)
+        out[self.token_mask] = x
+        return out
+
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, batch: AttentionBatch, scale: float | None = None,
            dropout: float = 0.0):
@@ -84,6 +112,8 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, batch: AttentionBa
 
     `dropout` is attention-probability dropout (training only); the Triton kernel has none.
     """
+    if batch.backend == "packed":
+        return packed_attention(q, k, v, batch, scale, dropout)
     if batch.packed:
         if dropout:
             raise MinirmError("the triton attention kernel has no attention dropout; set attention dropout to 0 "
@@ -98,6 +128,23 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, batch: AttentionBa
             q, k, v, attn_mask=batch.key_mask(), dropout_p=dropout, scale=scale
         )
     return eager_attention(q, k, v, batch.key_mask(), dropout, scale)
+
+
+def packed_attention(q, k, v, batch: AttentionBatch, scale: float | None = None, dropout: float = 0.0,
+                     bias=None):
+    """(N, nh, hs) packed q, k, v -> (N, nh, hs): SDPA over each run of equal-length sequences,
+    which needs no mask (GPT-2's causal mask is SDPA's own `is_causal`). `bias(qs, ks, length)`,
+    where given, returns a float bias added to a run's scores (DeBERTa's c2p + p2c)."""
+    out = []
+    for start, count, length in batch.runs:
+        span = slice(start, start + count * length)
+        # (count * L, nh, hs) -> (count, nh, L, hs)
+        qs, ks, vs = (t[span].view(count, length, *t.shape[1:]).transpose(1, 2) for t in (q, k, v))
+        mask = None if bias is None else bias(qs, ks, length)
+        y = F.scaled_dot_product_attention(qs, ks, vs, attn_mask=mask, dropout_p=dropout, scale=scale,
+                                           is_causal=batch.causal)
+        out.append(y.transpose(1, 2).reshape(count * length, *q.shape[1:]))
+    return out[0] if len(out) == 1 else torch.cat(out)
 
 
 def eager_attention(q, k, v, mask, dropout: float = 0.0, scale: float | None = None):
@@ -150,12 +197,16 @@ _FALLBACKS_SHOWN: set[str] = set()
 
 
 def choose_backend(requested: str | None, device: torch.device, head_dim: int, dtype: torch.dtype,
-                   packed: bool) -> str:
-    """The backend a model runs with. By default the kernel on CUDA; where it cannot serve, SDPA,
-    with one line on stderr saying why (once per reason). An explicit --attention triton that
-    cannot run is an error instead."""
+                   kernel_ok: bool) -> str:
+    """The backend a model runs with. By default: "packed" off CUDA (padding-free, faster than the
+    masked padded batch on CPU for every family: BENCHMARKS.md, "CPU efficiency"); the kernel on
+    CUDA, and where it cannot serve, SDPA with one line on stderr saying why (once per reason).
+    `kernel_ok`: the model's attention is one the kernel computes. An explicit --attention
+    triton that cannot run is an error instead."""
     if requested is None:
-        if device.type != "cuda" or not packed:
+        if device.type != "cuda":
+            return "packed"
+        if not kernel_ok:
             return "sdpa"
         why = triton_unavailable(device, head_dim, dtype)
         if why is None:
@@ -168,9 +219,9 @@ def choose_backend(requested: str | None, device: torch.device, head_dim: int, d
         return "sdpa"
     check_backend(requested, device)
     if requested == "triton":
-        if not packed:
+        if not kernel_ok:
             raise MinirmError("this model's attention carries a relative-position bias the triton kernel does not "
-                              "take; use --attention sdpa")
+                              "take; use --attention packed or sdpa")
         why = triton_unavailable(device, head_dim, dtype)
         if why is not None:
             raise MinirmError(f"--attention triton: {why}; use --attention sdpa")

@@ -59,7 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="default: left for GPT-2 models (keep the conversation's end), right otherwise")
     p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    p.add_argument("--attention", choices=["sdpa", "eager", "triton"], help="default: triton on CUDA, sdpa otherwise")
+    p.add_argument("--attention", choices=["packed", "sdpa", "eager", "triton"],
+                   help="packed: no padding, attention per sequence (default on CPU); sdpa: padded batch with a mask; "
+                        "eager: padded, written out; triton: the varlen kernel (default on CUDA)")
     p.add_argument("--alpha", type=float, help="output scale of the older Aira regression model (its forward argument; default 1)")
     p.add_argument("--bot-name", help="bot name in the Pygmalion chat format of GPT-2 chat models (default Bot)")
     p.add_argument("--user-name", help="user name in the Pygmalion chat format (default User)")

@@ -80,7 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int)
     g = p.add_argument_group("running")
     g.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available; torchrun sets it per rank)")
-    g.add_argument("--attention", choices=["sdpa", "eager", "triton"], help="attention backend (default: sdpa)")
+    g.add_argument("--attention", choices=["packed", "sdpa", "eager", "triton"],
+                   help="attention backend (default: packed on CPU; on CUDA triton, or sdpa with attention dropout)")
     g.add_argument("--log-every", type=int,
                    help=f"write train metrics every N steps (default {default['log_every']}; 0: never)")
     g.add_argument("--eval-every", type=int, help="evaluate every N steps (default: at the end only)")

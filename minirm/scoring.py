@@ -69,7 +69,7 @@ class Scorer:
         if alpha is not None and not cfg.spec.takes_alpha:
             raise MinirmError(f"--alpha applies only to the Aira regression model (model_type bert-reward); "
                               f"drop it for this {cfg.family} model")
-        attention = choose_backend(attention, device, cfg.head_dim, DTYPES[dtype], cfg.spec.supports_packed)
+        attention = choose_backend(attention, device, cfg.head_dim, DTYPES[dtype], cfg.spec.supports_triton)
         tok = load_tokenizer(find_tokenizer(tokenizer, model_dir, cfg), cfg, max_length, truncation_side, chat_names)
         model, cfg = load_model(model_dir, DTYPES[dtype], device, config=cfg)
         return cls(model, cfg, tok, device, batch_size, attention, 1.0 if alpha is None else alpha)

@@ -49,7 +49,7 @@ class TrainConfig:
     precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast; fp16 with a GradScaler)
     gradient_checkpointing: bool = False
     device: str | None = None  # default: cuda when available
-    attention: str | None = None  # default: sdpa (the triton kernel has no attention dropout)
+    attention: str | None = None  # default: packed on CPU; on CUDA triton, or sdpa where attention dropout is on
     seed: int = 42
     # when things happen (in optimizer steps; 0 = never, except eval and save at the end)
     log_every: int = 10

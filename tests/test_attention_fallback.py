@@ -23,9 +23,10 @@ def fresh(monkeypatch):
 
 
 def test_the_kernel_is_the_default_where_it_serves():
-    assert A.choose_backend(None, CUDA, 64, torch.bfloat16, packed=True) == "triton"
-    assert A.choose_backend(None, torch.device("cpu"), 64, torch.float32, packed=True) == "sdpa"
-    assert A.choose_backend(None, CUDA, 64, torch.float32, packed=False) == "sdpa"  # DeBERTa's bias
+    assert A.choose_backend(None, CUDA, 64, torch.bfloat16, kernel_ok=True) == "triton"
+    assert A.choose_backend(None, torch.device("cpu"), 64, torch.float32, kernel_ok=True) == "packed"
+    assert A.choose_backend(None, torch.device("cpu"), 64, torch.float32, kernel_ok=False) == "packed"
+    assert A.choose_backend(None, CUDA, 64, torch.float32, kernel_ok=False) == "sdpa"  # DeBERTa's bias
 
 
 @pytest.mark.parametrize("case, reason", [
@@ -43,12 +44,12 @@ def test_fallback_prints_one_line_once_and_explicit_triton_is_an_error(monkeypat
 
         real = importlib.util.find_spec
         monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "triton" else real(name, *a))
-    assert A.choose_backend(None, CUDA, head_dim, dtype, packed=True) == "sdpa"
-    assert A.choose_backend(None, CUDA, head_dim, dtype, packed=True) == "sdpa"
+    assert A.choose_backend(None, CUDA, head_dim, dtype, kernel_ok=True) == "sdpa"
+    assert A.choose_backend(None, CUDA, head_dim, dtype, kernel_ok=True) == "sdpa"
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and reason in err and err.startswith("minirm: attention runs on sdpa")
     with pytest.raises(MinirmError) as e:
-        A.choose_backend("triton", CUDA, head_dim, dtype, packed=True)
+        A.choose_backend("triton", CUDA, head_dim, dtype, kernel_ok=True)
     explicit = "needs the triton package (pip install triton)" if case == "no-triton" else reason
     assert explicit in str(e.value) and str(e.value).endswith("use --attention sdpa")
 

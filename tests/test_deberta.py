@@ -156,7 +156,7 @@ def test_logits_match_transformers(make_deberta, pairs, name):
     hf_ids = [row[: int(m.sum())].tolist() for row, m in zip(enc["input_ids"], enc["attention_mask"])]
     assert ids == hf_ids  # same tokens: [CLS] prompt [SEP] response [SEP]
     assert len(set(map(len, ids))) > 1  # the batch really is padded
-    for attention in ("sdpa", "eager"):
+    for attention in ("packed", "sdpa", "eager"):
         got = our_logits(scorer, ids, attention)
         torch.testing.assert_close(got, expected, atol=ATOL, rtol=0, msg=lambda m, a=attention: f"{a}: {m}")
     # and through the public API, batched by length and put back in order
@@ -182,7 +182,33 @@ def test_long_sequence_beyond_bucket_range(make_deberta):
     scorer = Scorer.from_pretrained(str(model_dir))
     g = torch.Generator().manual_seed(3)
     ids = [[101] + torch.randint(1000, 30000, (n,), generator=g).tolist() + [102] for n in (60, 41, 7)]
-    torch.testing.assert_close(our_logits(scorer, ids), hf_logits(hf_model, ids), atol=ATOL, rtol=0)
+    for attention in ("packed", "sdpa"):
+        torch.testing.assert_close(our_logits(scorer, ids, attention), hf_logits(hf_model, ids), atol=ATOL, rtol=0)
+
+
+# runs of equal length beside single sequences, 1 and 2 tokens, and 60 (beyond 8 relative positions)
+RAGGED = [60, 17, 17, 17, 9, 2, 2, 1]
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_packed_matches_transformers_and_padded_with_gradients(make_deberta, name):
+    """Packed (the CPU default), each run of equal-length sequences gets its own (L, L) bias and the
+    ConvLayer reads no other sequence's tokens: logits equal transformers', gradients the padded path's."""
+    model_dir, hf_model = make_deberta(name)
+    scorer = Scorer.from_pretrained(str(model_dir))
+    assert scorer.attention == "packed"
+    g = torch.Generator().manual_seed(5)
+    ids = [torch.randint(1000, 30000, (n,), generator=g).tolist() for n in RAGGED]
+    torch.testing.assert_close(our_logits(scorer, ids, "packed"), hf_logits(hf_model, ids), atol=ATOL, rtol=0)
+    input_ids, lengths = pad_batch(ids, 0, "cpu")
+    grads = {}
+    for backend in ("packed", "sdpa"):
+        scorer.model.zero_grad()
+        scorer.model(input_ids, lengths, backend).square().sum().backward()
+        grads[backend] = {n: p.grad.clone() for n, p in scorer.model.named_parameters() if p.grad is not None}
+    assert grads["packed"].keys() == grads["sdpa"].keys() and len(grads["sdpa"]) > 10
+    for param, grad in grads["sdpa"].items():
+        torch.testing.assert_close(grads["packed"][param], grad, atol=ATOL, rtol=1e-4, msg=param)
 
 
 def test_scores_independent_of_batch_size(make_deberta, pairs):
@@ -193,16 +219,16 @@ def test_scores_independent_of_batch_size(make_deberta, pairs):
     torch.testing.assert_close(torch.tensor(one), torch.tensor(many), atol=ATOL, rtol=0)
 
 
-def test_packed_attention_is_refused_in_one_place(make_deberta, pairs):
-    """The relative-position bias needs the padded layout: the model refuses a packed (triton) run
-    rather than quietly running padded, and the Scorer refuses it before loading."""
+def test_triton_attention_is_refused_in_one_place(make_deberta, pairs):
+    """The kernel takes no relative-position bias: the model refuses a triton run rather than
+    quietly running another backend, and the Scorer refuses it before loading."""
     model_dir, _ = make_deberta("xxlarge-like")
     scorer = Scorer.from_pretrained(str(model_dir))
-    assert scorer.model.supports_packed is False
+    assert scorer.model.supports_triton is False
     ids = scorer.encode_pairs(*pairs)
-    with pytest.raises(MinirmError, match="cannot run packed"):
+    with pytest.raises(MinirmError, match="cannot run on the triton kernel"):
         our_logits(scorer, ids, backend="triton")
-    with pytest.raises(MinirmError, match="use --attention sdpa"):
+    with pytest.raises(MinirmError, match="use --attention packed or sdpa"):
         Scorer.from_pretrained(str(model_dir), attention="triton", device="cpu")
 
 
@@ -256,7 +282,7 @@ def test_half_precision_agrees_with_fp32(make_deberta, pairs, dtype, name):
     ids = full.encode_pairs(prompts, responses)
     reference = our_logits(full, ids)
     atol, rtol = HALF_TOLERANCE[dtype]
-    for attention in ("sdpa", "eager"):
+    for attention in ("packed", "sdpa", "eager"):
         got = our_logits(half, ids, attention)
         assert got.dtype == torch.float32 and torch.isfinite(got).all(), attention
         torch.testing.assert_close(got, reference, atol=atol, rtol=rtol, msg=lambda m, a=attention: f"{a}: {m}")

@@ -24,15 +24,16 @@ def hf_batch(model_dir, family, prompts, responses, max_length):
                return_token_type_ids=False, return_tensors="pt")
 
 
-def our_logits(scorer: Scorer, ids: list[list[int]]) -> torch.Tensor:
+def our_logits(scorer: Scorer, ids: list[list[int]], backend: str | None = None) -> torch.Tensor:
     input_ids, lengths = pad_batch(ids, scorer.tokenizer.pad_id, "cpu")
     with torch.no_grad():
-        return scorer.model(input_ids, lengths, scorer.attention)
+        return scorer.model(input_ids, lengths, backend or scorer.attention)
 
 
 @pytest.mark.parametrize("family", ["bert", "roberta", "gpt2", "bert-reward"])
 @pytest.mark.parametrize("max_length", [512, 40])  # 40 forces truncation of the long pairs
-def test_logits_match_transformers(make_checkpoint, pairs, family, max_length):
+@pytest.mark.parametrize("attention", ["packed", "sdpa"])  # padding-free (the CPU default) and masked
+def test_logits_match_transformers(make_checkpoint, pairs, family, max_length, attention):
     model_dir, hf_model = make_checkpoint(family)
     prompts, responses = pairs
     enc = hf_batch(model_dir, family, prompts, responses, max_length)
@@ -42,7 +43,7 @@ def test_logits_match_transformers(make_checkpoint, pairs, family, max_length):
         else:
             expected = hf_model(**enc).logits
 
-    scorer = Scorer.from_pretrained(str(model_dir), max_length=max_length)
+    scorer = Scorer.from_pretrained(str(model_dir), max_length=max_length, attention=attention)
     ids = scorer.encode_pairs(prompts, responses)
     hf_ids = [row[: int(m.sum())].tolist() for row, m in zip(enc["input_ids"], enc["attention_mask"])]
     assert ids == hf_ids  # same tokens, same truncation
@@ -51,7 +52,7 @@ def test_logits_match_transformers(make_checkpoint, pairs, family, max_length):
 
 
 @pytest.mark.parametrize("family", ["bert", "roberta", "gpt2", "bert-reward"])
-@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+@pytest.mark.parametrize("attention", ["packed", "sdpa", "eager"])
 def test_scores_independent_of_batch_size_and_backend(make_checkpoint, pairs, family, attention):
     model_dir, _ = make_checkpoint(family)
     prompts, responses = pairs

@@ -27,7 +27,7 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (ROBERTA, BERT, BERT_REWARD, G
 MODEL_ALIASES: tuple[Alias, ...] = tuple(a for f in FAMILIES.values() for a in f.aliases)
 
 __all__ = ["FAMILIES", "MODEL_ALIASES", "Alias", "Family", "by_architecture", "by_model_type", "regression_family",
-           "supports_packed"]
+           "supports_triton"]
 
 
 def by_architecture(arch: str, model_type) -> Family | None:
@@ -53,6 +53,6 @@ def regression_family(encoder: str) -> Family:
     raise MinirmError(f"{described}, not on {encoder}")
 
 
-def supports_packed(family: str) -> bool:
-    """Whether the family's attention can run on packed (padding-free) sequences."""
-    return family not in FAMILIES or FAMILIES[family].supports_packed
+def supports_triton(family: str) -> bool:
+    """Whether the varlen Triton kernel can compute the family's attention."""
+    return family not in FAMILIES or FAMILIES[family].supports_triton

@@ -91,7 +91,7 @@ class BertRewardModel(RewardModel):
     model are the same with another head (and, for RoBERTa, fairseq's position numbering)."""
 
     causal = False
-    supports_packed = True
+    supports_triton = True
     head_type: type[nn.Module] = BertHead
     fairseq_positions = False
 

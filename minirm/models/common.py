@@ -91,16 +91,16 @@ class RewardModel(nn.Module):
     """
 
     causal: bool = False  # attends left to right only (GPT-2)
-    supports_packed: bool = True  # can run on packed tokens, which the triton backend needs
+    supports_triton: bool = True  # the varlen Triton kernel computes its attention (DeBERTa's bias: not yet)
 
     def __init__(self):
         super().__init__()
         self.gradient_checkpointing = False  # recompute each layer in backward (training only)
 
     def attention_batch(self, lengths: torch.Tensor, max_len: int, backend: str) -> AttentionBatch:
-        if backend == "triton" and not self.supports_packed:
-            raise MinirmError(f"{type(self).__name__} cannot run packed: its attention carries a relative-"
-                              "position bias the triton kernel does not take; use --attention sdpa")
+        if backend == "triton" and not self.supports_triton:
+            raise MinirmError(f"{type(self).__name__} cannot run on the triton kernel: its attention carries a "
+                              "relative-position bias the kernel does not take; use --attention packed or sdpa")
         return AttentionBatch.build(lengths, max_len, causal=self.causal, backend=backend)
 
     def forward(self, input_ids: torch.Tensor, lengths: torch.Tensor, backend: str = "sdpa") -> torch.Tensor:

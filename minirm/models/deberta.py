@@ -54,9 +54,13 @@ Python float. Masks use the minimum of the dtype in use, and the eager softmax r
 float32. fp32 results are unchanged; bf16 / fp16 stay finite.
 
 Attention runs through torch's scaled_dot_product_attention with the c2p + p2c bias as a
-float mask (the default), or written out (backend "eager"). The relative bias cannot be
-expressed in the packed varlen Triton kernel, so the model declares
-`supports_packed = False` and refuses the triton backend in one line.
+float mask, or written out (backend "eager"). Packed (the CPU default), the tokens of all
+sequences are concatenated after the embeddings and each run of equal-length sequences
+gets its own (L, L) bias: the indices depend on i - j only, so a shorter sequence's are
+the top-left block of the longest one's, and it reads only the rows of R its distances
+reach. The ConvLayer convolves the padded embeddings (zeros between sequences), then packs.
+The varlen Triton kernel takes no bias yet, so the model declares `supports_triton = False`
+and refuses the triton backend in one line.
 
 The config.json fields only DeBERTa reads are `DebertaOptions` (cfg.extra); they, the
 weight map and the rest of the family's registry entry (`DEBERTA_V2`) close this file.
@@ -72,10 +76,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..attention import AttentionBatch
+from ..attention import AttentionBatch, packed_attention
 from ..errors import MinirmError
 from .bert import EncoderLayer, encoder_config  # the same post-LN block as BERT, with disentangled attention inside
-from .common import RewardModel, activation, run_layer
+from .common import RewardModel, activation, gather_tokens, run_layer
 from .heads import ContextPooler
 from .registry import INT, POSITIVE_INT, STRING, Alias, Family
 
@@ -147,6 +151,14 @@ class Relative(NamedTuple):
     c2p_index: torch.Tensor  # (T, T): c2p_index[i, j] = row of R for the distance of query i from key j
     p2c_index: torch.Tensor  # (T, T): p2c_index[i, j] = row of R that p2c reads for key j and query i
 
+    def shorter(self, length: int) -> tuple[slice, torch.Tensor, torch.Tensor]:
+        """The rows of R a `length`-token sequence reads, and its two (length, length) indices into
+        them. Both indices depend on i - j only, so a shorter sequence's are the top-left block."""
+        c2p, p2c = self.c2p_index[:length, :length], self.p2c_index[:length, :length]
+        lo = int(torch.minimum(c2p.min(), p2c.min()))
+        hi = int(torch.maximum(c2p.max(), p2c.max()))
+        return slice(lo, hi + 1), c2p - lo, p2c - lo
+
 
 class DisentangledAttention(nn.Module):
     def __init__(self, cfg: ModelConfig):
@@ -176,32 +188,44 @@ class DisentangledAttention(nn.Module):
         *lead, T, C = x.shape
         return x.view(*lead, T, self.num_heads, C // self.num_heads).transpose(-3, -2)
 
-    def relative_bias(self, q: torch.Tensor, k: torch.Tensor, rel: Relative) -> torch.Tensor | None:
-        """c2p + p2c, (B, nh, T, T), already scaled: q arrives scaled, and so is pos_q here."""
-        B, nh, T, _ = q.shape
+    def relative_keys(self, rel: Relative) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """R projected to the relative keys (c2p) and queries (p2c), (nh, n, hs) each, once per layer;
+        the queries are scaled, as q is."""
         R = self.pos_dropout(rel.embeddings)  # (n, C)
+        pos_k = self.heads(self.k(R) if self.share_att_key else self.pos_k(R)) if self.c2p else None
+        pos_q = self.heads(self.q(R) if self.share_att_key else self.pos_q(R)) * self.scale if self.p2c else None
+        return pos_k, pos_q
+
+    @staticmethod
+    def relative_bias(q, k, pos_k, pos_q, c2p_index, p2c_index) -> torch.Tensor:
+        """c2p + p2c, (B, nh, T, T), already scaled: q arrives scaled, and so does pos_q."""
+        B, nh, T, _ = q.shape
         bias = None
-        if self.c2p:
-            pos_k = self.heads(self.k(R) if self.share_att_key else self.pos_k(R))  # (nh, n, hs)
+        if pos_k is not None:
             # every query against every distance, then for key j pick the column of distance i - j
             by_distance = q @ pos_k.transpose(-1, -2)  # (B, nh, T, n)
-            bias = torch.gather(by_distance, -1, rel.c2p_index.expand(B, nh, T, T))
-        if self.p2c:
-            pos_q = self.heads(self.q(R) if self.share_att_key else self.pos_q(R)) * self.scale  # (nh, n, hs)
+            bias = torch.gather(by_distance, -1, c2p_index.expand(B, nh, T, T))
+        if pos_q is not None:
             # every distance against every key, then for query i pick the row p2c_index[i, j]
             by_distance = pos_q @ k.transpose(-1, -2)  # (B, nh, n, T)
-            p2c = torch.gather(by_distance, -2, rel.p2c_index.expand(B, nh, T, T))
+            p2c = torch.gather(by_distance, -2, p2c_index.expand(B, nh, T, T))
             bias = p2c if bias is None else bias.add_(p2c)
         return bias
 
-    def forward(self, x, key_mask, rel: Relative | None, eager: bool = False) -> torch.Tensor:
+    def forward(self, x, batch: AttentionBatch, rel: Relative | None) -> torch.Tensor:
+        """(B, T, C) padded or (N, C) packed -> the same shape."""
+        dropout = self.attn_dropout if self.training else 0.0
+        relative = rel is not None and (self.c2p or self.p2c)
+        pos_k, pos_q = self.relative_keys(rel) if relative else (None, None)
+        if batch.packed:
+            return self.o(self.packed(x, batch, rel if relative else None, pos_k, pos_q, dropout))
         q, k, v = self.heads(self.q(x)), self.heads(self.k(x)), self.heads(self.v(x))  # (B, nh, T, hs)
         # fold 1 / sqrt(head_dim * (1 + terms)) into the queries: then q k^T and c2p come out
         # scaled, and no (T, T) tensor is ever rescaled (transformers divides each term instead)
         q = q * self.scale
-        bias = self.relative_bias(q, k, rel) if rel is not None and (self.c2p or self.p2c) else None
-        dropout = self.attn_dropout if self.training else 0.0
-        if eager:
+        bias = self.relative_bias(q, k, pos_k, pos_q, rel.c2p_index, rel.p2c_index) if relative else None
+        key_mask = batch.key_mask()  # (B, 1, 1, T) bool, True at real keys; None when nothing is padded
+        if batch.backend == "eager":
             scores = q @ k.transpose(-1, -2)  # (B, nh, T, T)
             if bias is not None:
                 scores += bias
@@ -217,6 +241,21 @@ class DisentangledAttention(nn.Module):
         B, nh, T, hs = y.shape
         return self.o(y.transpose(1, 2).reshape(B, T, nh * hs))
 
+    def packed(self, x, batch: AttentionBatch, rel: Relative | None, pos_k, pos_q, dropout: float) -> torch.Tensor:
+        """(N, C) packed tokens -> (N, C), before the output projection. The bias is built per run
+        of equal-length sequences, from the rows of R and the (L, L) indices their length reaches;
+        there is no padding, so no mask."""
+        N, C = x.shape
+        q, k, v = (t.view(N, self.num_heads, -1) for t in (self.q(x) * self.scale, self.k(x), self.v(x)))
+
+        def bias(qs, ks, length):  # qs, ks: (count, nh, L, hs)
+            rows, c2p_index, p2c_index = rel.shorter(length)
+            return self.relative_bias(qs, ks, None if pos_k is None else pos_k[:, rows],
+                                      None if pos_q is None else pos_q[:, rows], c2p_index, p2c_index)
+
+        y = packed_attention(q, k, v, batch, scale=1.0, dropout=dropout, bias=None if rel is None else bias)
+        return y.reshape(N, C)
+
 
 class ConvLayer(nn.Module):
     """n-gram features of the embeddings, merged into the first layer's output."""
@@ -231,10 +270,14 @@ class ConvLayer(nn.Module):
         self.norm = nn.LayerNorm(C, eps=cfg.layer_norm_eps)
         self.dropout = nn.Dropout(cfg.dropout)
 
-    def forward(self, embedded, layer_out, token_mask) -> torch.Tensor:
+    def forward(self, embedded, layer_out, token_mask, batch: AttentionBatch) -> torch.Tensor:
+        """embedded: (B, T, C), always padded; layer_out: (B, T, C), or (N, C) when packed."""
         # embedded is zero at padded positions, so real tokens next to padding see zeros,
-        # as they would at the true end of an unpadded sequence
+        # as they would at the true end of an unpadded sequence: no sequence reads another's
+        # tokens, which is why the packed layout convolves the padded embeddings, then packs
         out = self.conv(embedded.transpose(1, 2)).transpose(1, 2)  # (B, T, C)
+        if batch.packed:
+            return self.norm(layer_out + self.act(self.dropout(batch.pack(out))))  # (N, C): real tokens only
         if token_mask is not None:
             out = out.masked_fill(~token_mask[..., None], 0.0)
         out = self.norm(layer_out + self.act(self.dropout(out)))
@@ -282,16 +325,18 @@ class DebertaEncoder(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, batch: AttentionBatch, checkpointing: bool = False) -> torch.Tensor:
         T = input_ids.size(1)
-        key_mask = batch.key_mask()  # (B, 1, 1, T) bool, True at real tokens; None when nothing is padded
-        token_mask = None if key_mask is None else key_mask[:, 0, 0, :]  # (B, T)
+        padded = bool((batch.lengths < T).any())
+        token_mask = batch.token_mask if padded else None  # (B, T) True at real tokens
         x = self.embed(input_ids, token_mask)  # (B, T, C)
+        # the relative terms of the longest sequence; a shorter one reads a part of them
         rel = self.relative(T, input_ids.device) if self.cfg.extra.relative_attention else None
-        eager = batch.backend == "eager"
         embedded = x
+        if batch.packed:
+            x = batch.pack(x)  # (N, C): from here on no op touches a pad token
         for i, layer in enumerate(self.layers):
-            x = run_layer(layer, x, key_mask, rel, eager, checkpointing=checkpointing)
+            x = run_layer(layer, x, batch, rel, checkpointing=checkpointing)
             if i == 0 and self.conv is not None:
-                x = self.conv(embedded, x, token_mask)
+                x = self.conv(embedded, x, token_mask, batch)
         return x
 
 
@@ -299,7 +344,7 @@ class DebertaRewardModel(RewardModel):
     """DeBERTa-v2 encoder, then a ContextPooler head on the first token."""
 
     causal = False
-    supports_packed = False  # the relative-position bias needs the padded layout: triton is refused
+    supports_triton = False  # the kernel takes no relative-position bias (yet): triton is refused
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -316,8 +361,8 @@ class DebertaRewardModel(RewardModel):
     def forward(self, input_ids: torch.Tensor, lengths: torch.Tensor, backend: str = "sdpa") -> torch.Tensor:
         """(B, T) right-padded ids, (B,) lengths -> (B, num_labels) logits."""
         batch = self.attention_batch(lengths, input_ids.size(1), backend)
-        hidden = self.encoder(input_ids, batch, self.gradient_checkpointing)  # (B, T, C)
-        return self.head(hidden[:, 0])
+        hidden = self.encoder(input_ids, batch, self.gradient_checkpointing)  # (B, T, C) or (N, C)
+        return self.head(gather_tokens(hidden, torch.zeros_like(batch.lengths), batch))
 
 
 # --- Hugging Face names ----------------------------------------------------------------------

@@ -44,7 +44,7 @@ class Block(nn.Module):
 
 class GPT2RewardModel(RewardModel):
     causal = True
-    supports_packed = True
+    supports_triton = True
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()

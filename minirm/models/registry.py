@@ -87,7 +87,7 @@ def all_positions(cfg: ModelConfig) -> int:
 @dataclass(frozen=True)
 class Family:
     name: str  # cfg.family
-    model: type  # a RewardModel subclass: built as model(cfg); declares causal and supports_packed
+    model: type  # a RewardModel subclass: built as model(cfg); declares causal and supports_triton
     architecture: str  # the transformers class of its reward model, written into config.json
     model_type: str  # config.json model_type: picks the family when "architectures" names a base model
     config: ConfigFields
@@ -114,8 +114,8 @@ class Family:
     aliases: tuple[Alias, ...] = ()
 
     @property
-    def supports_packed(self) -> bool:
-        return self.model.supports_packed
+    def supports_triton(self) -> bool:
+        return self.model.supports_triton
 
     def build(self, cfg: ModelConfig):
         return self.model(cfg)

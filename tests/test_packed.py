@@ -1,0 +1,87 @@
+"""The packed layout, the CPU default: the models drop the padding after the embeddings, and
+attention runs over each run of equal-length sequences with no mask. Its logits equal
+transformers' and the padded path's, and so do its gradients, on ragged batches with runs of
+equal lengths and sequences of one and two tokens. (DeBERTa's own cases are in test_deberta.py.)"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from minirm import Scorer
+from minirm.attention import AttentionBatch, choose_backend
+from minirm.batching import pad_batch
+from minirm.train import read_model_config
+from minirm.train_config import TrainConfig
+
+ATOL = 1e-5
+# runs of equal length (7 x 3, 30 x 2) beside single sequences, the shortest lengths included
+LENGTHS = [30, 30, 17, 7, 7, 7, 2, 1]
+
+
+def ragged_ids(lengths, seed: int = 0) -> list[list[int]]:
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randint(5, 1000, (n,), generator=g).tolist() for n in lengths]  # no pad / eos ids
+
+
+def hf_logits(family: str, hf_model, ids, pad_id: int) -> torch.Tensor:
+    input_ids, lengths = pad_batch(ids, pad_id, "cpu")
+    mask = (torch.arange(input_ids.size(1))[None, :] < lengths[:, None]).long()
+    with torch.no_grad():
+        if family == "bert-reward":  # the Aira remote code returns the scores themselves
+            return hf_model(input_ids, mask)
+        return hf_model(input_ids=input_ids, attention_mask=mask).logits
+
+
+def test_runs_of_equal_length_are_contiguous_views_of_the_pack():
+    batch = AttentionBatch.build(torch.tensor([3, 3, 5, 1, 1, 1, 3]), 5, backend="packed")
+    assert batch.packed
+    assert batch.runs == [(0, 2, 3), (6, 1, 5), (11, 3, 1), (14, 1, 3)]  # (first token, sequences, length)
+    x = torch.arange(2 * 5 * 4).view(2, 5, 4)
+    two = AttentionBatch.build(torch.tensor([2, 5]), 5, backend="packed")
+    assert torch.equal(two.unpack(two.pack(x))[1], x[1]) and torch.equal(two.unpack(two.pack(x))[0, :2], x[0, :2])
+    assert not two.unpack(two.pack(x))[0, 2:].any()
+
+
+@pytest.mark.parametrize("family", ["bert", "roberta", "gpt2", "bert-reward"])
+def test_packed_logits_match_transformers_and_padded(make_checkpoint, family):
+    model_dir, hf_model = make_checkpoint(family)
+    scorer = Scorer.from_pretrained(str(model_dir))
+    assert scorer.attention == "packed"  # the CPU default
+    ids = ragged_ids(LENGTHS)
+    input_ids, lengths = pad_batch(ids, scorer.tokenizer.pad_id, "cpu")
+    with torch.no_grad():
+        packed = scorer.model(input_ids, lengths, "packed")
+        padded = scorer.model(input_ids, lengths, "sdpa")
+    torch.testing.assert_close(packed, hf_logits(family, hf_model, ids, scorer.tokenizer.pad_id), atol=ATOL, rtol=0)
+    torch.testing.assert_close(packed, padded, atol=ATOL, rtol=0)
+    # one sequence alone, and a batch with no padding at all (a single run)
+    with torch.no_grad():
+        alone = scorer.model(*pad_batch(ids[2:3], scorer.tokenizer.pad_id, "cpu"), "packed")
+        same = scorer.model(*pad_batch(ids[3:6], scorer.tokenizer.pad_id, "cpu"), "packed")
+    torch.testing.assert_close(alone, packed[2:3], atol=ATOL, rtol=0)
+    torch.testing.assert_close(same, packed[3:6], atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("family", ["bert", "roberta", "gpt2", "bert-reward"])
+def test_packed_gradients_match_padded(make_checkpoint, family):
+    """Training takes the packed path on CPU: every parameter's gradient equals the padded path's."""
+    model_dir, _ = make_checkpoint(family)
+    model = Scorer.from_pretrained(str(model_dir)).model
+    input_ids, lengths = pad_batch(ragged_ids(LENGTHS, seed=1), 0, "cpu")
+    grads = {}
+    for backend in ("packed", "sdpa"):
+        model.zero_grad()
+        model(input_ids, lengths, backend).square().sum().backward()
+        grads[backend] = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    assert grads["packed"].keys() == grads["sdpa"].keys() and len(grads["sdpa"]) > 10
+    for name, g in grads["sdpa"].items():
+        torch.testing.assert_close(grads["packed"][name], g, atol=ATOL, rtol=1e-4, msg=name)
+
+
+def test_training_defaults_to_packed_on_cpu(make_checkpoint):
+    model_dir, _ = make_checkpoint("bert")
+    *_, backend = read_model_config(TrainConfig(str(model_dir), [], "unused"), torch.device("cpu"))
+    assert backend == "packed"
+    # on CUDA the kernel is the default, and a model with attention dropout keeps sdpa there
+    assert choose_backend(None, torch.device("cuda"), 64, torch.float32, kernel_ok=False) == "sdpa"

@@ -11,6 +11,7 @@ import torch
 from minirm import Scorer
 from minirm.attention import AttentionBatch, choose_backend
 from minirm.batching import pad_batch
+from minirm.checkpoint import load_model
 from minirm.train import read_model_config
 from minirm.train_config import TrainConfig
 
@@ -85,3 +86,21 @@ def test_training_defaults_to_packed_on_cpu(make_checkpoint):
     assert backend == "packed"
     # on CUDA the kernel is the default, and a model with attention dropout keeps sdpa there
     assert choose_backend(None, torch.device("cuda"), 64, torch.float32, kernel_ok=False) == "sdpa"
+
+
+@pytest.mark.parametrize("family", ["bert", "gpt2"])
+def test_bf16_prepacked_linears_change_no_score(make_checkpoint, pairs, family):
+    """bf16 on CPU, the scorer swaps nn.Linear for oneDNN's prepacked matmul: the same products."""
+    from minirm.cpu import PrepackedLinear, can_prepack
+
+    if not can_prepack(torch.bfloat16, torch.device("cpu")):
+        pytest.skip("this CPU or torch build has no oneDNN bf16 path")
+    model_dir, _ = make_checkpoint(family)
+    fast = Scorer.from_pretrained(str(model_dir), dtype="bfloat16")
+    assert any(isinstance(m, PrepackedLinear) for m in fast.model.modules())
+    assert not any(type(m) is torch.nn.Linear for m in fast.model.modules())
+    plain = Scorer.from_pretrained(str(model_dir), dtype="bfloat16")
+    plain.model, _ = load_model(model_dir, torch.bfloat16, torch.device("cpu"))  # nn.Linear as loaded
+    assert any(type(m) is torch.nn.Linear for m in plain.model.modules())
+    prompts, responses = pairs
+    assert fast.score_pairs(prompts, responses) == plain.score_pairs(prompts, responses)

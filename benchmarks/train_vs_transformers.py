@@ -25,11 +25,12 @@ The sides, each in its own subprocess (fresh memory and allocator), one after an
 
 Why it is fair: same examples and held-out set (checked), same token ids (checked: both
 truncate longest-first to --max-length), same batch size, number of steps and pairs seen,
-fp32, AdamW with weight decay 0 at the same learning rate, linear decay without warmup,
+fp32 (or with --precision bf16, bf16 autocast on every side), AdamW with weight decay 0 at
+the same learning rate, linear decay without warmup,
 gradient clipping at 1.0, dropout on during training and off for evaluation, the same
 number of torch threads. The differences are minirm's: length-grouped batching (the
-minirm row only), its own model code (sdpa attention over a key-padding mask, the type-0
-embedding added without a lookup), and its optimizer (fused AdamW on CPU where torch has it).
+minirm row only), its own model code (packed tokens with no padding after the embeddings, attention per run
+of equal-length sequences, the type-0 embedding added without a lookup), and its optimizer (fused AdamW on CPU where torch has it).
 
 What is timed: the step loop only, as minirm's summary does (batch assembly, forward,
 backward, clipping, optimizer step, per-step loss logging), not loading, tokenization or
@@ -134,7 +135,7 @@ def run_minirm(cfg: dict, grouped: bool) -> dict:
             output=str(run_dir), loss="pairwise", num_labels=1, lr=cfg["lr"], batch_size=cfg["batch_size"],
             max_steps=cfg["steps"], max_length=cfg["max_length"], seed=cfg["seed"], schedule="linear",
             warmup_steps=0, weight_decay=0.0, max_grad_norm=1.0, group_by_length=grouped, progress=cfg["progress"],
-            log_every=1, precision="fp32", device="cpu"))
+            log_every=1, precision=cfg["precision"], device="cpu"))
     finally:
         mt.split_holdout, mt.encode_examples = real_split, real_encode
 
@@ -218,9 +219,12 @@ def run_transformers(cfg: dict) -> dict:
     model.train()
     losses, step_times, pairs = [], [], 0
     t0 = time.perf_counter()
+    # --precision bf16: autocast around the forward, as the PyTorch AMP recipe writes it
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg["precision"] == "bf16")
     for idx in plan:
         batch = tok.pad([chosen[i] for i in idx] + [rejected[i] for i in idx], return_tensors="pt")
-        rewards = model(**batch).logits[:, 0]
+        with autocast:
+            rewards = model(**batch).logits[:, 0].float()
         loss = -F.logsigmoid(rewards[: len(idx)] - rewards[len(idx) :]).mean()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -300,6 +304,8 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=16, help="pairs per step (default 16)")
     ap.add_argument("--max-length", type=int, default=256, help="tokens per (prompt, response) (default 256)")
     ap.add_argument("--lr", type=float, default=5e-5)
+    ap.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                    help="fp32, or bf16 autocast on every side (default fp32)")
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--threads", type=int, default=2, help="torch threads in every side (default 2)")
     ap.add_argument("--sides", nargs="+", choices=SIDES, default=list(SIDES))
@@ -331,7 +337,8 @@ def main() -> None:
         minirm_model = str(minilm_dir())
         base = {"data": str(data), "minirm_model": minirm_model, "steps": steps, "batch_size": args.batch_size,
                 "max_length": args.max_length,
-                "lr": args.lr, "seed": args.seed, "threads": args.threads, "progress": args.progress}
+                "lr": args.lr, "seed": args.seed, "threads": args.threads, "progress": args.progress,
+                "precision": args.precision}
         runs: list[dict] = []
         for rep in range(args.repeats):
             for side in sides if rep % 2 == 0 else sides[::-1]:  # alternate who goes first
@@ -381,7 +388,8 @@ def main() -> None:
         print(f"warning: the machine was not idle at start (1-min load {machine['loadavg_start'][0]:.2f}); "
               "other work competing for the cores slows every side, and unevenly")
     print(f"data: {args.data.name}{f' (first {args.limit} rows)' if args.limit else ''}: "
-          f"{len(train_ex)} training pairs, {len(eval_ex)} held out; MiniLM-L6 + fresh 1-label head, fp32, "
+          f"{len(train_ex)} training pairs, {len(eval_ex)} held out; MiniLM-L6 + fresh 1-label head, "
+          f"{'bf16 autocast' if args.precision == 'bf16' else 'fp32'}, "
           f"batch {args.batch_size}, max length {args.max_length}, lr {args.lr:g} linear decay, "
           f"clip 1.0, seed {args.seed}" + (f"; fastest of {args.repeats} runs per side" if args.repeats > 1 else ""))
     print()

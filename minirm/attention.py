@@ -141,10 +141,27 @@ def packed_attention(q, k, v, batch: AttentionBatch, scale: float | None = None,
         # (count * L, nh, hs) -> (count, nh, L, hs)
         qs, ks, vs = (t[span].view(count, length, *t.shape[1:]).transpose(1, 2) for t in (q, k, v))
         mask = None if bias is None else bias(qs, ks, length)
-        y = F.scaled_dot_product_attention(qs, ks, vs, attn_mask=mask, dropout_p=dropout, scale=scale,
-                                           is_causal=batch.causal)
+        if dropout and q.device.type == "cpu":
+            y = unmasked_attention(qs, ks, vs, mask, dropout, scale, batch.causal)
+        else:
+            y = F.scaled_dot_product_attention(qs, ks, vs, attn_mask=mask, dropout_p=dropout, scale=scale,
+                                               is_causal=batch.causal)
         out.append(y.transpose(1, 2).reshape(count * length, *q.shape[1:]))
     return out[0] if len(out) == 1 else torch.cat(out)
+
+
+def unmasked_attention(q, k, v, bias, dropout: float, scale: float | None, causal: bool):
+    """Attention with dropout for packed runs on CPU, written out. SDPA's CPU flash kernel has no
+    dropout, and its fallback spends a fifth of its time checking for rows that are all masked,
+    which a run without padding cannot have."""
+    scale = 1.0 / math.sqrt(q.size(-1)) if scale is None else scale
+    scores = (q @ k.transpose(-2, -1)) * scale  # (count, nh, L, L)
+    if bias is not None:
+        scores = scores + bias
+    if causal:
+        L = scores.size(-1)
+        scores = scores.masked_fill(torch.ones(L, L, dtype=torch.bool, device=q.device).triu(1), float("-inf"))
+    return F.dropout(scores.softmax(dim=-1), dropout) @ v
 
 
 def eager_attention(q, k, v, mask, dropout: float = 0.0, scale: float | None = None):

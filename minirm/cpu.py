@@ -22,14 +22,16 @@ PACK_ROWS_HINT = 4096  # the number of rows oneDNN tunes the layout for; any row
 class PrepackedLinear(nn.Module):
     """y = x W^T + b with W held in oneDNN's blocked layout (bf16 on CPU, inference only)."""
 
-    def __init__(self, linear: nn.Linear):
+    def __init__(self, linear: nn.Linear, activation: str = "none", algorithm: str = ""):
         super().__init__()
         self.in_features, self.out_features = linear.in_features, linear.out_features
         self.packed_weight = torch.ops.mkldnn._reorder_linear_weight(linear.weight.detach(), PACK_ROWS_HINT)
         self.bias = linear.bias
+        self.activation, self.algorithm = activation, algorithm  # oneDNN post-op, e.g. "gelu" / "tanh"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.ops.mkldnn._linear_pointwise(x, self.packed_weight, self.bias, "none", [], "")
+        return torch.ops.mkldnn._linear_pointwise(x, self.packed_weight, self.bias, self.activation, [],
+                                                  self.algorithm)
 
 
 def can_prepack(dtype: torch.dtype, device: torch.device) -> bool:

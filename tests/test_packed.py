@@ -104,3 +104,20 @@ def test_bf16_prepacked_linears_change_no_score(make_checkpoint, pairs, family):
     assert any(type(m) is torch.nn.Linear for m in plain.model.modules())
     prompts, responses = pairs
     assert fast.score_pairs(prompts, responses) == plain.score_pairs(prompts, responses)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_unmasked_attention_is_sdpa_without_a_mask(causal, with_bias):
+    """The written-out attention that packed runs use for dropout on CPU, at dropout 0, against SDPA."""
+    from minirm.attention import unmasked_attention
+
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(3, 4, 9, 8, generator=g) for _ in range(3))  # (count, nh, L, hs)
+    bias = torch.randn(3, 4, 9, 9, generator=g) if with_bias else None
+    expected = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=bias, is_causal=causal)
+    torch.testing.assert_close(unmasked_attention(q, k, v, bias, 0.0, None, causal), expected, atol=1e-6, rtol=0)
+    # with dropout, each kept probability is scaled by 1 / (1 - p), as F.dropout does
+    torch.manual_seed(0)
+    dropped = unmasked_attention(q, k, v, bias, 0.5, None, causal)
+    assert torch.isfinite(dropped).all() and not torch.allclose(dropped, expected)

@@ -17,9 +17,13 @@ def gelu_tanh(x):  # GPT-2's "gelu_new": the tanh approximation
     return F.gelu(x, approximate="tanh")
 
 
+def gelu_exact(x):  # BERT's "gelu": x * Phi(x), with erf
+    return F.gelu(x)
+
+
 ACTIVATIONS = {
-    "gelu": F.gelu,
-    "gelu_python": F.gelu,
+    "gelu": gelu_exact,
+    "gelu_python": gelu_exact,
     "gelu_new": gelu_tanh,
     "gelu_pytorch_tanh": gelu_tanh,
     "relu": F.relu,

@@ -73,6 +73,8 @@ class Scorer:
         attention = choose_backend(attention, device, cfg.head_dim, DTYPES[dtype], cfg.spec.supports_triton)
         tok = load_tokenizer(find_tokenizer(tokenizer, model_dir, cfg), cfg, max_length, truncation_side, chat_names)
         model, cfg = load_model(model_dir, DTYPES[dtype], device, config=cfg)
+        if DTYPES[dtype] != torch.float32:
+            model.float_head()  # scores in float32: no ties made by rounding
         if can_prepack(DTYPES[dtype], device):  # bf16 on CPU: weights laid out for AMX once (cpu.py)
             prepack_linears(model)
         return cls(model, cfg, tok, device, batch_size, attention, 1.0 if alpha is None else alpha)

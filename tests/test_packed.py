@@ -89,32 +89,41 @@ def test_training_defaults_to_packed_on_cpu(make_checkpoint):
 
 
 @pytest.mark.parametrize("family", ["bert", "gpt2"])
-def test_bf16_prepacked_linears(make_checkpoint, pairs, family, monkeypatch):
-    """bf16 on CPU, the scorer swaps nn.Linear for oneDNN's prepacked matmul (the same products,
-    bit for bit) and moves the feed-forward GELU into the matmul's epilogue (one rounding less)."""
-    import minirm.cpu as cpu
+def test_bf16_prepacked_linears_change_no_score(make_checkpoint, pairs, family):
+    """bf16 on CPU, the scorer swaps nn.Linear for oneDNN's prepacked matmul: the same products."""
+    from minirm.cpu import PrepackedLinear, can_prepack
 
-    if not cpu.can_prepack(torch.bfloat16, torch.device("cpu")):
+    if not can_prepack(torch.bfloat16, torch.device("cpu")):
         pytest.skip("this CPU or torch build has no oneDNN bf16 path")
     model_dir, _ = make_checkpoint(family)
-    prompts, responses = pairs
+    fast = Scorer.from_pretrained(str(model_dir), dtype="bfloat16")
+    assert any(isinstance(m, PrepackedLinear) for m in fast.model.modules())
+    assert not any(type(m) is torch.nn.Linear and m.weight.dtype == torch.bfloat16 for m in fast.model.modules())
     plain = Scorer.from_pretrained(str(model_dir), dtype="bfloat16")
     plain.model, _ = load_model(model_dir, torch.bfloat16, torch.device("cpu"))  # nn.Linear as loaded
-    assert any(type(m) is torch.nn.Linear for m in plain.model.modules())
-    expected = plain.score_pairs(prompts, responses)
+    plain.model.float_head()
+    assert any(type(m) is torch.nn.Linear and m.weight.dtype == torch.bfloat16 for m in plain.model.modules())
+    prompts, responses = pairs
+    assert fast.score_pairs(prompts, responses) == plain.score_pairs(prompts, responses)
 
-    fused = Scorer.from_pretrained(str(model_dir), dtype="bfloat16")
-    layers = [m for m in fused.model.modules() if hasattr(m, "up")]
-    assert layers and all(m.act is cpu.identity and m.up.activation == "gelu" for m in layers)
-    assert not any(type(m) is torch.nn.Linear for m in fused.model.modules())
-    reference = Scorer.from_pretrained(str(model_dir)).score_pairs(prompts, responses)  # fp32
-    torch.testing.assert_close(torch.tensor(fused.score_pairs(prompts, responses)), torch.tensor(reference),
+
+@pytest.mark.parametrize("family", ["bert", "roberta", "gpt2", "bert-reward"])
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_half_precision_scores_come_from_a_float32_head(make_checkpoint, pairs, family, dtype):
+    """The encoder runs in half precision, the head in float32: a score rounded to bf16 would keep
+    8 significant bits, and near scores of a chosen and a rejected response would tie."""
+    model_dir, _ = make_checkpoint(family)
+    scorer = Scorer.from_pretrained(str(model_dir), dtype=dtype)
+    head = [getattr(scorer.model, name) for name in scorer.model.head_modules]
+    assert all(p.dtype == torch.float32 for m in head for p in m.parameters())
+    assert next(iter(scorer.model.parameters())).dtype == getattr(torch, dtype)
+    ids = scorer.encode_pairs(*pairs)
+    with torch.no_grad():
+        logits = scorer.model(*pad_batch(ids, scorer.tokenizer.pad_id, "cpu"), scorer.attention)
+    assert logits.dtype == torch.float32
+    reference = Scorer.from_pretrained(str(model_dir)).score_pairs(*pairs)
+    torch.testing.assert_close(torch.tensor(scorer.score_pairs(*pairs)), torch.tensor(reference),
                                atol=5e-2, rtol=2e-2)
-
-    monkeypatch.setattr(cpu, "FUSABLE", {})  # prepacked, GELU left apart: bit for bit the nn.Linear scores
-    unfused = Scorer.from_pretrained(str(model_dir), dtype="bfloat16")
-    assert all(m.act is not cpu.identity for m in unfused.model.modules() if hasattr(m, "up"))
-    assert unfused.score_pairs(prompts, responses) == expected
 
 
 @pytest.mark.parametrize("causal", [False, True])

@@ -17,13 +17,9 @@ def gelu_tanh(x):  # GPT-2's "gelu_new": the tanh approximation
     return F.gelu(x, approximate="tanh")
 
 
-def gelu_exact(x):  # BERT's "gelu": x * Phi(x), with erf
-    return F.gelu(x)
-
-
 ACTIVATIONS = {
-    "gelu": gelu_exact,
-    "gelu_python": gelu_exact,
+    "gelu": F.gelu,
+    "gelu_python": F.gelu,
     "gelu_new": gelu_tanh,
     "gelu_pytorch_tanh": gelu_tanh,
     "relu": F.relu,
@@ -95,6 +91,7 @@ class RewardModel(nn.Module):
     """
 
     causal: bool = False  # attends left to right only (GPT-2)
+    head_modules: tuple[str, ...] = ("head",)  # what maps the gathered (B, C) states to the logits
     supports_triton: bool = True  # the varlen Triton kernel computes its attention (DeBERTa's bias: not yet)
 
     def __init__(self):
@@ -109,6 +106,15 @@ class RewardModel(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, lengths: torch.Tensor, backend: str = "sdpa") -> torch.Tensor:
         raise NotImplementedError
+
+    def float_head(self) -> None:
+        """Run the head in float32 on a half-precision model: its weights are upcast and its
+        (B, C) input cast on the way in, so the logits come out in float32. Costless (B rows),
+        and it matters: a score rounded to bf16 keeps 8 significant bits, so a chosen and a
+        rejected response scored 0.3% apart would tie."""
+        for name in self.head_modules:
+            getattr(self, name).float()
+        getattr(self, self.head_modules[0]).register_forward_pre_hook(lambda module, args: (args[0].float(),))
 
 
 def run_layer(layer: nn.Module, *args, checkpointing: bool = False):

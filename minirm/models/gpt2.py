@@ -45,6 +45,7 @@ class Block(nn.Module):
 class GPT2RewardModel(RewardModel):
     causal = True
     supports_triton = True
+    head_modules = ("final_norm", "score")  # the last LayerNorm runs on the gathered tokens only
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()

@@ -41,7 +41,7 @@ class Scorer:
     tokenizer: RewardTokenizer
     device: torch.device
     batch_size: int = 32
-    attention: str = "sdpa"
+    attention: str = "packed"  # from_pretrained picks: packed on CPU, triton (or sdpa) on CUDA
     alpha: float = 1.0
     oa_rank: bool = False  # apply OpenAssistant's rank_model_fn conventions (see openassistant.py)
     # (rank, world) under torchrun: each process runs every world-th batch of the one batch plan

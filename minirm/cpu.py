@@ -1,24 +1,28 @@
-"""bf16 scoring on CPU, closer to the AMX matmul peak, with the same products.
+"""Scoring on CPU, closer to the matmul peak, with the same products.
 
-oneDNN (the library behind PyTorch's CPU matmuls) multiplies bf16 on AMX tiles. nn.Linear
-hands it the weight in PyTorch's row-major layout on every call, and oneDNN reorders it
-into its blocked AMX layout each time, then adds the bias in a second pass; on this
-project's 2-core machine that costs about a third of a bf16 linear layer's time
+oneDNN (the library behind PyTorch's CPU matmuls) runs bf16 on AMX tiles. nn.Linear hands it
+the weight in PyTorch's row-major layout on every call, and oneDNN reorders it into its
+blocked AMX layout each time, then adds the bias in a second pass; on this project's 2-core
+machine that costs about a third of a bf16 linear layer's time. In fp32, nn.Linear (MKL)
+first copies the bias into every output row, then multiplies: 5.5% of fp32 scoring time
 (BENCHMARKS.md, "CPU efficiency"). `prepack_linears` reorders every weight once, when the
-scorer loads, and each call then runs oneDNN's matmul with the bias fused. The products are
-the same: oneDNN computes them either way, only the copy of the weight is saved.
+scorer loads, and each call then runs oneDNN's matmul with the bias added in its epilogue:
+bf16 products bit for bit those of nn.Linear, fp32 within round-off (summation order).
 
 Tried and left out: oneDNN can also apply the feed-forward GELU in the matmul's epilogue.
-That scored 10% faster, but its GELU is less exact than torch's: bf16 kept fp32's pairwise
-decisions on 98.45% of the hh-rlhf sample's pairs against 98.71% without it (the bar is 98.5%).
+That scored 10% faster in bf16, but its GELU is less exact than torch's: bf16 kept fp32's
+pairwise decisions on 98.45% of the hh-rlhf sample's pairs against 98.71% without it (the
+bar is 98.5%).
 
-Inference only: oneDNN's prepacked op has no backward, so training never uses it.
-"""
+Inference only: oneDNN's prepacked op has no backward, and the packed weight is not a
+Parameter; a call with gradients on is refused (train from `checkpoint.load_model`)."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+from .errors import MinirmError
 
 PACK_ROWS_HINT = 4096  # the number of rows oneDNN tunes the layout for; any row count works
 
@@ -34,22 +38,28 @@ class PrepackedLinear(nn.Module):
         self.activation, self.algorithm = activation, algorithm  # oneDNN post-op, e.g. "gelu" / "tanh"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled():
+            raise MinirmError("this model's linear layers are prepacked for inference (a Scorer's model): call it "
+                              "under torch.inference_mode(), or load it with minirm.checkpoint.load_model to train")
         return torch.ops.mkldnn._linear_pointwise(x, self.packed_weight, self.bias, self.activation, [],
                                                   self.algorithm)
 
 
 def can_prepack(dtype: torch.dtype, device: torch.device) -> bool:
-    """oneDNN's bf16 path exists in this torch build and this CPU has the instructions for it."""
-    return (device.type == "cpu" and dtype == torch.bfloat16 and torch.backends.mkldnn.is_available()
-            and hasattr(torch.ops.mkldnn, "_linear_pointwise") and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    """oneDNN's path exists in this torch build, and for bf16 this CPU has the instructions for it."""
+    if device.type != "cpu" or not torch.backends.mkldnn.is_available() or not hasattr(torch.ops.mkldnn,
+                                                                                      "_linear_pointwise"):
+        return False
+    return dtype == torch.float32 or (dtype == torch.bfloat16 and torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
-def prepack_linears(model: nn.Module) -> int:
-    """Swap every nn.Linear of a bf16 CPU model for a PrepackedLinear; returns how many."""
+def prepack_linears(model: nn.Module, dtype: torch.dtype) -> int:
+    """Swap every nn.Linear of a CPU model in `dtype` for a PrepackedLinear (a float32 head of a
+    bf16 model stays as it is); returns how many."""
     swapped = 0
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
-            if type(child) is nn.Linear and child.weight.dtype == torch.bfloat16:  # not a float32 head
+            if type(child) is nn.Linear and child.weight.dtype == dtype:
                 setattr(parent, name, PrepackedLinear(child))
                 swapped += 1
     return swapped

@@ -68,7 +68,7 @@ def test_packed_logits_match_transformers_and_padded(make_checkpoint, family):
 def test_packed_gradients_match_padded(make_checkpoint, family):
     """Training takes the packed path on CPU: every parameter's gradient equals the padded path's."""
     model_dir, _ = make_checkpoint(family)
-    model = Scorer.from_pretrained(str(model_dir)).model
+    model, _ = load_model(model_dir)  # trainable (a Scorer's linear layers are prepacked for inference)
     input_ids, lengths = pad_batch(ragged_ids(LENGTHS, seed=1), 0, "cpu")
     grads = {}
     for backend in ("packed", "sdpa"):
@@ -141,3 +141,22 @@ def test_unmasked_attention_is_sdpa_without_a_mask(causal, with_bias):
     torch.manual_seed(0)
     dropped = unmasked_attention(q, k, v, bias, 0.5, None, causal)
     assert torch.isfinite(dropped).all() and not torch.allclose(dropped, expected)
+
+
+def test_a_scorers_prepacked_model_refuses_gradients(make_checkpoint):
+    """oneDNN's prepacked op has no backward: a forward with gradients on is one line, not silently
+    untrained weights."""
+    from minirm import MinirmError
+    from minirm.cpu import PrepackedLinear, can_prepack
+
+    if not can_prepack(torch.float32, torch.device("cpu")):
+        pytest.skip("this torch build has no oneDNN")
+    model_dir, _ = make_checkpoint("bert")
+    scorer = Scorer.from_pretrained(str(model_dir))
+    assert any(isinstance(m, PrepackedLinear) for m in scorer.model.modules())
+    ids, lengths = pad_batch(ragged_ids(LENGTHS), 0, "cpu")
+    with pytest.raises(MinirmError, match="prepacked for inference.*load_model to train"):
+        scorer.model(ids, lengths, "packed")
+    with torch.inference_mode():
+        expected = load_model(model_dir)[0](ids, lengths, "packed")
+        torch.testing.assert_close(scorer.model(ids, lengths, "packed"), expected, atol=ATOL, rtol=0)

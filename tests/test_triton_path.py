@@ -11,6 +11,7 @@ import torch  # noqa: E402
 
 from minirm import Scorer  # noqa: E402
 from minirm.batching import pad_batch  # noqa: E402
+from minirm.checkpoint import load_model  # noqa: E402
 
 pytest.importorskip("triton")
 
@@ -38,7 +39,7 @@ def test_packed_triton_gradients_match_sdpa(make_checkpoint, pairs, family, over
     """Training takes the same packed path: the gradients of every parameter agree."""
     model_dir, _ = make_checkpoint(family, **overrides)
     scorer = Scorer.from_pretrained(str(model_dir))
-    model = scorer.model.train()
+    model = load_model(model_dir)[0].train()  # trainable (a Scorer's linear layers are prepacked for inference)
     for m in model.modules():  # no dropout, so both passes see the same function
         if isinstance(m, torch.nn.Dropout):
             m.p = 0.0

@@ -1,18 +1,20 @@
-"""Scoring on CPU, closer to the matmul peak, with the same products.
+"""bf16 scoring on CPU, closer to the AMX matmul peak, with the same products.
 
 oneDNN (the library behind PyTorch's CPU matmuls) runs bf16 on AMX tiles. nn.Linear hands it
 the weight in PyTorch's row-major layout on every call, and oneDNN reorders it into its
 blocked AMX layout each time, then adds the bias in a second pass; on this project's 2-core
-machine that costs about a third of a bf16 linear layer's time. In fp32, nn.Linear (MKL)
-first copies the bias into every output row, then multiplies: 5.5% of fp32 scoring time
-(BENCHMARKS.md, "CPU efficiency"). `prepack_linears` reorders every weight once, when the
-scorer loads, and each call then runs oneDNN's matmul with the bias added in its epilogue:
-bf16 products bit for bit those of nn.Linear, fp32 within round-off (summation order).
+machine that costs about a third of a bf16 linear layer's time (BENCHMARKS.md, "CPU
+efficiency"). `prepack_linears` reorders every weight once, when the scorer loads, and each
+call then runs oneDNN's matmul with the bias added in its epilogue: the products are those
+of nn.Linear, bit for bit.
 
-Tried and left out: oneDNN can also apply the feed-forward GELU in the matmul's epilogue.
-That scored 10% faster in bf16, but its GELU is less exact than torch's: bf16 kept fp32's
-pairwise decisions on 98.45% of the hh-rlhf sample's pairs against 98.71% without it (the
-bar is 98.5%).
+Tried and left out:
+- fp32 weights prepacked the same way (the bias in the epilogue instead of MKL's copy of it
+  into every output row, 5.5% of fp32 scoring time in the profile): no faster over the
+  held-out set (11.67 s and 11.96 s against 11.83 s and 11.93 s, alternating).
+- the feed-forward GELU in the matmul's epilogue: 10% faster in bf16, but oneDNN's GELU is
+  less exact than torch's: bf16 kept fp32's pairwise decisions on 98.45% of the hh-rlhf
+  sample's pairs against 98.71% without it (the bar is 98.5%).
 
 Inference only: oneDNN's prepacked op has no backward, and the packed weight is not a
 Parameter; a call with gradients on is refused (train from `checkpoint.load_model`)."""
@@ -46,11 +48,9 @@ class PrepackedLinear(nn.Module):
 
 
 def can_prepack(dtype: torch.dtype, device: torch.device) -> bool:
-    """oneDNN's path exists in this torch build, and for bf16 this CPU has the instructions for it."""
-    if device.type != "cpu" or not torch.backends.mkldnn.is_available() or not hasattr(torch.ops.mkldnn,
-                                                                                      "_linear_pointwise"):
-        return False
-    return dtype == torch.float32 or (dtype == torch.bfloat16 and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    """bf16 on CPU, oneDNN's op exists in this torch build, and this CPU has the instructions for it."""
+    return (device.type == "cpu" and dtype == torch.bfloat16 and torch.backends.mkldnn.is_available()
+            and hasattr(torch.ops.mkldnn, "_linear_pointwise") and torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 def prepack_linears(model: nn.Module, dtype: torch.dtype) -> int:

@@ -20,8 +20,8 @@ import transformers as tf
 from minirm import MinirmError, Scorer
 from minirm.openassistant import EMPTY_RESPONSE_SCORE, oa_empty_response, oa_rank_scores, split_oa_text
 from minirm.batching import pad_batch
-from minirm.checkpoint import load_model
 from hub_cache import put_snapshot
+from packed_grads import assert_packed_grads_match_padded
 
 ATOL = 1e-5
 OA_REPO = "theblackcat102/deberta-v2-xxlarge-rm"
@@ -201,16 +201,7 @@ def test_packed_matches_transformers_and_padded_with_gradients(make_deberta, nam
     g = torch.Generator().manual_seed(5)
     ids = [torch.randint(1000, 30000, (n,), generator=g).tolist() for n in RAGGED]
     torch.testing.assert_close(our_logits(scorer, ids, "packed"), hf_logits(hf_model, ids), atol=ATOL, rtol=0)
-    input_ids, lengths = pad_batch(ids, 0, "cpu")
-    model, _ = load_model(model_dir)  # trainable (a Scorer's linear layers are prepacked for inference)
-    grads = {}
-    for backend in ("packed", "sdpa"):
-        model.zero_grad()
-        model(input_ids, lengths, backend).square().sum().backward()
-        grads[backend] = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
-    assert grads["packed"].keys() == grads["sdpa"].keys() and len(grads["sdpa"]) > 10
-    for param, grad in grads["sdpa"].items():
-        torch.testing.assert_close(grads["packed"][param], grad, atol=ATOL, rtol=1e-4, msg=param)
+    assert_packed_grads_match_padded(model_dir, ids, ATOL)
 
 
 def test_scores_independent_of_batch_size(make_deberta, pairs):

@@ -14,6 +14,7 @@ from minirm.batching import pad_batch
 from minirm.checkpoint import load_model
 from minirm.train import read_model_config
 from minirm.train_config import TrainConfig
+from packed_grads import assert_packed_grads_match_padded
 
 ATOL = 1e-5
 # runs of equal length (7 x 3, 30 x 2) beside single sequences, the shortest lengths included
@@ -68,16 +69,7 @@ def test_packed_logits_match_transformers_and_padded(make_checkpoint, family):
 def test_packed_gradients_match_padded(make_checkpoint, family):
     """Training takes the packed path on CPU: every parameter's gradient equals the padded path's."""
     model_dir, _ = make_checkpoint(family)
-    model, _ = load_model(model_dir)  # trainable (a Scorer's linear layers are prepacked for inference)
-    input_ids, lengths = pad_batch(ragged_ids(LENGTHS, seed=1), 0, "cpu")
-    grads = {}
-    for backend in ("packed", "sdpa"):
-        model.zero_grad()
-        model(input_ids, lengths, backend).square().sum().backward()
-        grads[backend] = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
-    assert grads["packed"].keys() == grads["sdpa"].keys() and len(grads["sdpa"]) > 10
-    for name, g in grads["sdpa"].items():
-        torch.testing.assert_close(grads["packed"][name], g, atol=ATOL, rtol=1e-4, msg=name)
+    assert_packed_grads_match_padded(model_dir, ragged_ids(LENGTHS, seed=1), ATOL)
 
 
 def test_training_defaults_to_packed_on_cpu(make_checkpoint):

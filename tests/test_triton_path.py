@@ -39,7 +39,7 @@ def test_packed_triton_gradients_match_sdpa(make_checkpoint, pairs, family, over
     """Training takes the same packed path: the gradients of every parameter agree."""
     model_dir, _ = make_checkpoint(family, **overrides)
     scorer = Scorer.from_pretrained(str(model_dir))
-    model = load_model(model_dir)[0].train()  # trainable (a Scorer's linear layers are prepacked for inference)
+    model = load_model(model_dir)[0].train()  # trainable, as train.py loads it
     for m in model.modules():  # no dropout, so both passes see the same function
         if isinstance(m, torch.nn.Dropout):
             m.p = 0.0

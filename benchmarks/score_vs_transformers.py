@@ -5,7 +5,7 @@ seeded 1-label head, saved once in Hugging Face layout; both sides load the same
 score the same (prompt, response) pairs, each transcript split at its last assistant turn.
 
 transformers runs as its model cards show: each pair tokenized with `tokenizer(prompt,
-response)`, in batches of 32 in input order, padded to the longest. minirm runs score.py's path: tokenize all, batch by length, sdpa attention.
+response)`, in batches of 32 in input order, padded to the longest. minirm runs score.py's path: tokenize all, batch by length, packed attention (the CPU default).
 
     python benchmarks/score_vs_transformers.py [--limit N] [--data PATH]
 """

@@ -99,12 +99,6 @@ class AttentionBatch:
             start += length
         return [tuple(r) for r in runs]
 
-    def unpack(self, x: torch.Tensor, fill: float = 0.0) -> torch.Tensor:
-        """(N, ...) -> (B, T, ...), `fill` at the padding: the inverse of `pack`."""
-        out = x.new_full((len(self.lengths), self.max_len, *x.shape[1:]), fill)
-        out[self.token_mask] = x
-        return out
-
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, batch: AttentionBatch, scale: float | None = None,
            dropout: float = 0.0):

@@ -32,19 +32,17 @@ PACK_ROWS_HINT = 4096  # the number of rows oneDNN tunes the layout for; any row
 class PrepackedLinear(nn.Module):
     """y = x W^T + b with W held in oneDNN's blocked layout (bf16 on CPU, inference only)."""
 
-    def __init__(self, linear: nn.Linear, activation: str = "none", algorithm: str = ""):
+    def __init__(self, linear: nn.Linear):
         super().__init__()
         self.in_features, self.out_features = linear.in_features, linear.out_features
         self.packed_weight = torch.ops.mkldnn._reorder_linear_weight(linear.weight.detach(), PACK_ROWS_HINT)
         self.bias = linear.bias
-        self.activation, self.algorithm = activation, algorithm  # oneDNN post-op, e.g. "gelu" / "tanh"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if torch.is_grad_enabled():
             raise MinirmError("this model's linear layers are prepacked for inference (a Scorer's model): call it "
                               "under torch.inference_mode(), or load it with minirm.checkpoint.load_model to train")
-        return torch.ops.mkldnn._linear_pointwise(x, self.packed_weight, self.bias, self.activation, [],
-                                                  self.algorithm)
+        return torch.ops.mkldnn._linear_pointwise(x, self.packed_weight, self.bias, "none", [], "")
 
 
 def can_prepack(dtype: torch.dtype, device: torch.device) -> bool:
@@ -53,13 +51,13 @@ def can_prepack(dtype: torch.dtype, device: torch.device) -> bool:
             and hasattr(torch.ops.mkldnn, "_linear_pointwise") and torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
-def prepack_linears(model: nn.Module, dtype: torch.dtype) -> int:
-    """Swap every nn.Linear of a CPU model in `dtype` for a PrepackedLinear (a float32 head of a
-    bf16 model stays as it is); returns how many."""
+def prepack_linears(model: nn.Module) -> int:
+    """Swap every bf16 nn.Linear of a CPU model for a PrepackedLinear (a float32 head stays as it
+    is); returns how many."""
     swapped = 0
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
-            if type(child) is nn.Linear and child.weight.dtype == dtype:
+            if type(child) is nn.Linear and child.weight.dtype == torch.bfloat16:
                 setattr(parent, name, PrepackedLinear(child))
                 swapped += 1
     return swapped

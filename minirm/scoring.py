@@ -76,7 +76,7 @@ class Scorer:
         if DTYPES[dtype] != torch.float32:
             model.float_head()  # scores in float32: no ties made by rounding
         if can_prepack(DTYPES[dtype], device):  # bf16 on CPU: weights laid out for AMX once (cpu.py)
-            prepack_linears(model, DTYPES[dtype])
+            prepack_linears(model)
         return cls(model, cfg, tok, device, batch_size, attention, 1.0 if alpha is None else alpha)
 
     # --- public API ---------------------------------------------------------------------

@@ -150,14 +150,23 @@ class Relative(NamedTuple):
     embeddings: torch.Tensor  # (n, C): the n rows of R this length reaches, LayerNorm'ed where asked
     c2p_index: torch.Tensor  # (T, T): c2p_index[i, j] = row of R for the distance of query i from key j
     p2c_index: torch.Tensor  # (T, T): p2c_index[i, j] = row of R that p2c reads for key j and query i
+    by_length: dict  # length -> `shorter(length)`, filled by the first layer that asks, read by the rest
 
     def shorter(self, length: int) -> tuple[slice, torch.Tensor, torch.Tensor]:
         """The rows of R a `length`-token sequence reads, and its two (length, length) indices into
         them. Both indices depend on i - j only, so a shorter sequence's are the top-left block."""
-        c2p, p2c = self.c2p_index[:length, :length], self.p2c_index[:length, :length]
-        lo = int(torch.minimum(c2p.min(), p2c.min()))
-        hi = int(torch.maximum(c2p.max(), p2c.max()))
-        return slice(lo, hi + 1), c2p - lo, p2c - lo
+        if length not in self.by_length:
+            c2p, p2c = self.c2p_index[:length, :length], self.p2c_index[:length, :length]
+            rows = rows_read(c2p, p2c)
+            self.by_length[length] = rows, c2p - rows.start, p2c - rows.start
+        return self.by_length[length]
+
+
+def rows_read(c2p_index: torch.Tensor, p2c_index: torch.Tensor) -> slice:
+    """The rows of R that two index tensors reach, as one slice."""
+    lo = int(torch.minimum(c2p_index.min(), p2c_index.min()))
+    hi = int(torch.maximum(c2p_index.max(), p2c_index.max()))
+    return slice(lo, hi + 1)
 
 
 class DisentangledAttention(nn.Module):
@@ -316,12 +325,11 @@ class DebertaEncoder(nn.Module):
         # a sequence shorter than the table reads only the rows of its own distances: keep
         # just those (T = 100 uses 199 of xxlarge's 512), so each layer projects and
         # multiplies fewer. Every score is the same dot product as with the whole table.
-        lo = int(torch.minimum(c2p_index.min(), p2c_index.min()))
-        hi = int(torch.maximum(c2p_index.max(), p2c_index.max()))
-        R = R[lo : hi + 1]
+        rows = rows_read(c2p_index, p2c_index)
+        R = R[rows]
         if self.rel_norm is not None:
             R = self.rel_norm(R)  # row by row, so normalising the kept rows is the same
-        return Relative(R, c2p_index - lo, p2c_index - lo)
+        return Relative(R, c2p_index - rows.start, p2c_index - rows.start, {})
 
     def forward(self, input_ids: torch.Tensor, batch: AttentionBatch, checkpointing: bool = False) -> torch.Tensor:
         T = input_ids.size(1)

@@ -1,0 +1,647 @@
+"""DeBERTa's disentangled attention, fused in Triton over packed variable-length sequences.
+
+DeBERTa-v2/v3 scores query i against key j of the same sequence with up to three dot products
+(see minirm/models/deberta.py for the model's side)::
+
+    s[i, j] = scale * ( q_i . k_j                    content -> content
+                      + q_i . Pk[c2p_row(i - j)]     content -> position  ("c2p")
+                      + k_j . Pq[p2c_row(i - j)] )   position -> content  ("p2c")
+    scale   = 1 / sqrt(head_dim * (1 + number of relative terms))
+
+Pk and Pq are the relative-position table R projected, per head, by the key and query
+projections (the model's own, or its content ones with share_att_key): (heads, n, head_dim)
+each. c2p_row and p2c_row map a distance i - j to a row of them; they carry everything the
+model's config says about positions (log buckets or not, max_relative_positions, the clamp at
+the table's ends), so the kernel knows nothing of bucketing: it reads two int32 vectors indexed
+by i - j + max_seqlen - 1.
+
+transformers, and minirm's sdpa path, write the two relative terms out as a (B, heads, T, T)
+float bias and hand it to attention as a mask: memory grows as T^2, padded pairs cost as much as
+real ones, and no flash kernel runs. Here nothing of size T x T exists.
+
+How the relative terms get into the tile
+----------------------------------------
+Two ways were on the table (issue 15):
+
+1. Tables, then a gather. Before the kernel, per head, two GEMMs give each token's products
+   with every relative row: c2p_table = Q Pk^T and p2c_table = K Pq^T, (heads, tokens, n).
+   Inside the tile, s[i, j] adds c2p_table[i, c2p_row(i - j)] and p2c_table[j, p2c_row(i - j)]:
+   two gathered loads per score, from rows that stay in L2 while the program walks its
+   sequence (a query's row of c2p_table is n values, 1 KB in bf16 for xxlarge's n = 512).
+2. Rows per tile. Each tile projects just the relative rows its distances reach (at most
+   BLOCK_M + BLOCK_N - 1 of them) with an extra tl.dot, and skews them into place with
+   tl.gather.
+
+This kernel does (1), for these reasons, counted rather than timed (no GPU was lent to the
+session that wrote it; kernels/bench.py --deberta is ready for one):
+* Work. (1) adds 2 * tokens * n * head_dim multiply-adds per term, as tensor-core GEMMs outside
+  the kernel; n <= 2 * span (512 for xxlarge and v3, fewer for short batches: the model keeps only
+  the rows its longest sequence reaches). (2) adds a (BLOCK_M x (BLOCK_M + BLOCK_N)) dot per term
+  per tile: 2 to 3 times the q.k dot again, per term, on every tile, forward and twice in the
+  backward, i.e. the attention's own FLOPs multiplied by 3 to 5.
+* Backward. With (1) the gradient of a score lands in one cell of a table row that one program
+  owns (dC2P rows belong to the query block's program, dP2C rows to the key block's), so the
+  atomics only merge the duplicates inside a tile (distances that share a log bucket); the
+  projections' own gradients are then plain GEMMs that autograd derives from the tables. With
+  (2) every tile would scatter-add into the shared relative rows, across all programs.
+* Memory. The tables are linear in T: 2 * tokens * heads * n values (fp32 gradients in the
+  backward), against the bias's B * heads * T^2, which the sdpa path also pays for the
+  (B, heads, T, n) products it gathers from.
+
+The kernels are the varlen kernels of kernels/attention.py with the relative terms added where
+scores are formed: the same tile map over packed sequences, the same online softmax, the same
+split into unmasked interior and masked edge blocks, the same three-kernel backward (delta, then
+dK/dV per key block, then dQ per query block), all sharing attention.py's helpers. Scores, the
+softmax and every accumulator stay in fp32 (DeBERTa is known to overflow fp16); for fp16 inputs
+the tables are fp32 too.
+
+Gradients: dQ, dK, dV from the kernels; d(c2p_table) and d(p2c_table) from the dQ and dK/dV
+kernels with tl.atomic_add, and from them the gradients of Q, K, Pk and Pq through the two
+GEMMs (autograd). Float atomics add in no fixed order, so the relative gradients can differ in
+the last bits from run to run where distances share a bucket.
+"""
+
+import math
+
+import torch
+import triton
+import triton.language as tl
+
+from kernels.attention import (
+    _INTERPRETER_BLOCKS,
+    _INTERPRETER_DKDV_BLOCKS,
+    _LOG2E,
+    _PREPROCESS_BLOCK_T,
+    _attention_backward_preprocess_kernel,
+    _configs,
+    _dot_precision,
+    _fill_key_tiles,
+    _fill_query_tiles,
+    _head_offset,
+    _kernel_dtype,
+    _kernels_interpreted,
+    _launch,
+    _load_rows,
+    _load_values,
+    _locate_tile,
+    _max_seqlen_bucket,
+    _num_tiles,
+    _prune_configs,
+    _row_offsets,
+    _store_rows,
+    _tile_map_buffers,
+    _validate,
+)
+
+
+# ----------------------------------------------------------------------------------------------
+# Helpers (inlined by Triton)
+# ----------------------------------------------------------------------------------------------
+@triton.jit
+def _relative_scores(scores, C2P, P2C, C2P_ROWS, P2C_ROWS, queries, keys, seq_len, stride_table, distance_offset,
+                     HAS_C2P: tl.constexpr, HAS_P2C: tl.constexpr):
+    """scores + c2p_table[i, c2p_row(i - j)] + p2c_table[j, p2c_row(i - j)], in fp32.
+
+    `queries` and `keys` are positions inside the sequence, shaped to broadcast to the tile:
+    (BLOCK_M, 1) and (1, BLOCK_N) for a (queries x keys) tile, the other way round for a
+    transposed one. Positions past the sequence end read the last real one instead, so every
+    load stays inside the tables; the caller masks those scores.
+    """
+    i = tl.minimum(queries, seq_len - 1)
+    j = tl.minimum(keys, seq_len - 1)
+    distance = i - j + distance_offset  # index into the distance -> row maps
+    if HAS_C2P:
+        scores += tl.load(C2P + i * stride_table + tl.load(C2P_ROWS + distance)).to(tl.float32)
+    if HAS_P2C:
+        scores += tl.load(P2C + j * stride_table + tl.load(P2C_ROWS + distance)).to(tl.float32)
+    return scores
+
+
+@triton.jit
+def _scatter_relative(d_scores, dTABLE, ROWS, owners, others, owner_is_query: tl.constexpr, seq_len, stride_table,
+                      distance_offset):
+    """dtable[owner, row(i - j)] += d_scores for every (owner, other) of the tile.
+
+    The owner (the query for c2p, the key for p2c) is one this program alone handles, so the
+    atomics only merge the tile's own duplicates: distances that share a row of the table.
+    """
+    if owner_is_query:
+        distance = owners - others + distance_offset
+    else:
+        distance = others - owners + distance_offset
+    valid = (owners < seq_len) & (others < seq_len)
+    distance = tl.where(valid, distance, distance_offset)
+    tl.atomic_add(dTABLE + owners * stride_table + tl.load(ROWS + distance), d_scores, mask=valid)
+
+
+@triton.jit
+def _table_offset(seq_start, stride_table_head, stride_table):
+    """Offset of (token 0 of the sequence, this program's head) in a (heads, tokens, n) table."""
+    return tl.program_id(1).to(tl.int64) * stride_table_head + seq_start.to(tl.int64) * stride_table
+
+
+# ----------------------------------------------------------------------------------------------
+# Forward
+# ----------------------------------------------------------------------------------------------
+@triton.jit
+def _deberta_forward_key_blocks(acc, row_max, row_sum, q, K, V, C2P, P2C, C2P_ROWS, P2C_ROWS, offs_m, offs_d,
+                                stride_token, stride_table, distance_offset, seq_len, softmax_scale_log2,
+                                key_begin, key_end,
+                                HAS_C2P: tl.constexpr, HAS_P2C: tl.constexpr, MASKED: tl.constexpr,
+                                DOT_PRECISION: tl.constexpr, BLOCK_N: tl.constexpr):
+    """Online softmax over the key blocks [key_begin, key_end) of one query block (MASKED: the
+    partial block at the sequence end)."""
+    for key_start in tl.range(key_begin, key_end, BLOCK_N, num_stages=1 if MASKED else None):
+        offs_key = _row_offsets(tl.multiple_of(key_start, BLOCK_N), BLOCK_N)
+        k = _load_rows(K, offs_key, offs_d, stride_token, seq_len, MASKED)
+        v = _load_rows(V, offs_key, offs_d, stride_token, seq_len, MASKED)
+
+        scores = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION)  # q.k, fp32
+        scores = _relative_scores(scores, C2P, P2C, C2P_ROWS, P2C_ROWS, offs_m[:, None], offs_key[None, :], seq_len,
+                                  stride_table, distance_offset, HAS_C2P, HAS_P2C)
+        scores *= softmax_scale_log2
+        if MASKED:
+            scores = tl.where((offs_key < seq_len)[None, :], scores, float("-inf"))
+
+        # the online softmax of kernels/attention.py: rescale what came before to the new max
+        new_max = tl.maximum(row_max, tl.max(scores, 1))
+        probs = tl.exp2(scores - new_max[:, None])
+        rescale = tl.exp2(row_max - new_max)
+        row_sum = row_sum * rescale + tl.sum(probs, 1)
+        acc = acc * rescale[:, None]
+        acc = tl.dot(probs.to(v.dtype), v, acc, input_precision=DOT_PRECISION)
+        row_max = new_max
+    return acc, row_max, row_sum
+
+
+@triton.jit
+def _deberta_forward_kernel(
+    Q, K, V, Out, LSE,  # Q, K, V, Out: (total_tokens, heads, HEAD_DIM); LSE: (heads, total_tokens) fp32
+    C2P, P2C,  # (heads, total_tokens, n) tables: q_i . Pk[r] and k_j . Pq[r] for every relative row r
+    C2P_ROWS, P2C_ROWS,  # (2 * max_seqlen - 1,) int32: distance i - j -> row r, at i - j + distance_offset
+    cu_seqlens,
+    tile_seq, seq_first_tile, num_seqs,  # the tile map (kernels/attention.py, _locate_tile)
+    softmax_scale_log2,
+    stride_token, stride_head,  # of Q, K, V and Out (all contiguous)
+    stride_table_head, stride_table,  # of the tables: per head, per token (rows are contiguous)
+    distance_offset,  # max_seqlen - 1
+    total_tokens,
+    max_seqlen_bucket,  # unused by the kernel; only an autotuning key
+    HEAD_DIM: tl.constexpr,
+    HAS_C2P: tl.constexpr,
+    HAS_P2C: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+):
+    tl.static_assert(BLOCK_M % BLOCK_N == 0)
+    seq_start, seq_len, q_start = _locate_tile(tile_seq, seq_first_tile, cu_seqlens, num_seqs, BLOCK_M)
+    if q_start >= seq_len:
+        return
+    offset = _head_offset(seq_start, stride_token, stride_head)
+    Q += offset
+    K += offset
+    V += offset
+    Out += offset
+    LSE += tl.program_id(1) * total_tokens + seq_start
+    table_offset = _table_offset(seq_start, stride_table_head, stride_table)
+    C2P += table_offset
+    P2C += table_offset
+
+    offs_m = _row_offsets(q_start, BLOCK_M)
+    offs_d = tl.arange(0, HEAD_DIM)
+    q = _load_rows(Q, offs_m, offs_d, stride_token, seq_len, True)
+    row_max = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+    row_sum = tl.zeros([BLOCK_M], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
+
+    # bidirectional: every full key block is interior, only the partial one at the end is masked
+    interior_end = seq_len // BLOCK_N * BLOCK_N
+    acc, row_max, row_sum = _deberta_forward_key_blocks(
+        acc, row_max, row_sum, q, K, V, C2P, P2C, C2P_ROWS, P2C_ROWS, offs_m, offs_d, stride_token, stride_table,
+        distance_offset, seq_len, softmax_scale_log2, 0, interior_end, HAS_C2P, HAS_P2C, False, DOT_PRECISION, BLOCK_N)
+    acc, row_max, row_sum = _deberta_forward_key_blocks(
+        acc, row_max, row_sum, q, K, V, C2P, P2C, C2P_ROWS, P2C_ROWS, offs_m, offs_d, stride_token, stride_table,
+        distance_offset, seq_len, softmax_scale_log2, interior_end, seq_len, HAS_C2P, HAS_P2C, True, DOT_PRECISION,
+        BLOCK_N)
+
+    _store_rows(Out, offs_m, offs_d, stride_token, seq_len, acc / row_sum[:, None])
+    lse = (row_max + tl.log2(row_sum)) / _LOG2E  # natural-log units, as kernels/attention.py keeps it
+    tl.store(LSE + offs_m, lse, mask=offs_m < seq_len)
+
+
+# ----------------------------------------------------------------------------------------------
+# Backward. With s = scale * (q.k + c2p + p2c), P = softmax(s) and dS = P * (dP - delta):
+#   dQ = scale * dS K,   dK = scale * dS^T Q,   dV = P^T dO        (as in kernels/attention.py)
+#   d c2p_table[i, c2p_row(i - j)] += scale * dS[i, j]            (in the dQ kernel: i is its own)
+#   d p2c_table[j, p2c_row(i - j)] += scale * dS[i, j]            (in the dK/dV kernel: j is its own)
+# ----------------------------------------------------------------------------------------------
+@triton.jit
+def _deberta_dkdv_query_block(dk, dv, k, v, Q, dOut, LSE, Delta, C2P, P2C, dP2C, C2P_ROWS, P2C_ROWS, offs_key,
+                              offs_d, stride_token, stride_table, distance_offset, seq_len, softmax_scale,
+                              query_start,
+                              HAS_C2P: tl.constexpr, HAS_P2C: tl.constexpr, MASKED: tl.constexpr,
+                              DOT_PRECISION: tl.constexpr, BLOCK_M: tl.constexpr):
+    """dK, dV (and dP2C) contributions of the query block at query_start to one key block,
+    computed transposed, (keys x queries), as kernels/attention.py does."""
+    offs_query = _row_offsets(query_start, BLOCK_M)
+    q = _load_rows(Q, offs_query, offs_d, stride_token, seq_len, MASKED)
+    d_out = _load_rows(dOut, offs_query, offs_d, stride_token, seq_len, MASKED)
+    lse_log2 = _load_values(LSE, offs_query, seq_len, MASKED) * _LOG2E
+    delta = _load_values(Delta, offs_query, seq_len, MASKED)
+
+    scores_t = tl.dot(k, tl.trans(q), input_precision=DOT_PRECISION)
+    scores_t = _relative_scores(scores_t, C2P, P2C, C2P_ROWS, P2C_ROWS, offs_query[None, :], offs_key[:, None],
+                                seq_len, stride_table, distance_offset, HAS_C2P, HAS_P2C)
+    probs_t = tl.exp2(scores_t * (softmax_scale * _LOG2E) - lse_log2[None, :])
+    # key rows past the sequence end are never stored, but their dP2C would land on a real row
+    # (the scatter masks them); query columns past it must not reach dK
+    if MASKED:
+        probs_t = tl.where((offs_query < seq_len)[None, :], probs_t, 0.0)
+
+    dv = tl.dot(probs_t.to(d_out.dtype), d_out, dv, input_precision=DOT_PRECISION)
+    d_probs_t = tl.dot(v, tl.trans(d_out), input_precision=DOT_PRECISION)
+    d_scores_t = probs_t * (d_probs_t - delta[None, :])  # dS^T, without the scale
+    dk = tl.dot(d_scores_t.to(q.dtype), q, dk, input_precision=DOT_PRECISION)
+    if HAS_P2C:
+        _scatter_relative(d_scores_t * softmax_scale, dP2C, P2C_ROWS, offs_key[:, None], offs_query[None, :], False,
+                          seq_len, stride_table, distance_offset)
+    return dk, dv
+
+
+@triton.jit
+def _deberta_backward_dkdv_kernel(
+    Q, K, V, dOut, LSE, Delta,
+    C2P, P2C, C2P_ROWS, P2C_ROWS,
+    dK, dV, dP2C,  # dP2C: fp32, (heads, total_tokens, n), zeroed by the host
+    cu_seqlens,
+    tile_seq, seq_first_tile, num_seqs,  # the tile map over key blocks
+    softmax_scale,
+    stride_token, stride_head,
+    stride_table_head, stride_table,  # shared by C2P, P2C and dP2C
+    distance_offset,
+    total_tokens,
+    max_seqlen_bucket,
+    HEAD_DIM: tl.constexpr,
+    HAS_C2P: tl.constexpr,
+    HAS_P2C: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr,  # queries per inner-loop step
+    BLOCK_N: tl.constexpr,  # keys per program
+):
+    tl.static_assert(BLOCK_N % BLOCK_M == 0)
+    seq_start, seq_len, key_start = _locate_tile(tile_seq, seq_first_tile, cu_seqlens, num_seqs, BLOCK_N)
+    if key_start >= seq_len:
+        return
+    offset = _head_offset(seq_start, stride_token, stride_head)
+    Q += offset
+    K += offset
+    V += offset
+    dOut += offset
+    dK += offset
+    dV += offset
+    LSE += tl.program_id(1) * total_tokens + seq_start
+    Delta += tl.program_id(1) * total_tokens + seq_start
+    table_offset = _table_offset(seq_start, stride_table_head, stride_table)
+    C2P += table_offset
+    P2C += table_offset
+    dP2C += table_offset
+
+    offs_key = _row_offsets(key_start, BLOCK_N)
+    offs_d = tl.arange(0, HEAD_DIM)
+    k = _load_rows(K, offs_key, offs_d, stride_token, seq_len, True)
+    v = _load_rows(V, offs_key, offs_d, stride_token, seq_len, True)
+    dk = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
+    dv = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
+
+    interior_end = seq_len // BLOCK_M * BLOCK_M
+    for query_start in range(0, interior_end, BLOCK_M):
+        dk, dv = _deberta_dkdv_query_block(
+            dk, dv, k, v, Q, dOut, LSE, Delta, C2P, P2C, dP2C, C2P_ROWS, P2C_ROWS, offs_key, offs_d, stride_token,
+            stride_table, distance_offset, seq_len, softmax_scale, tl.multiple_of(query_start, BLOCK_M),
+            HAS_C2P, HAS_P2C, False, DOT_PRECISION, BLOCK_M)
+    for query_start in tl.range(interior_end, seq_len, BLOCK_M, num_stages=1):
+        dk, dv = _deberta_dkdv_query_block(
+            dk, dv, k, v, Q, dOut, LSE, Delta, C2P, P2C, dP2C, C2P_ROWS, P2C_ROWS, offs_key, offs_d, stride_token,
+            stride_table, distance_offset, seq_len, softmax_scale, tl.multiple_of(query_start, BLOCK_M),
+            HAS_C2P, HAS_P2C, True, DOT_PRECISION, BLOCK_M)
+
+    _store_rows(dK, offs_key, offs_d, stride_token, seq_len, dk * softmax_scale)
+    _store_rows(dV, offs_key, offs_d, stride_token, seq_len, dv)
+
+
+@triton.jit
+def _deberta_dq_key_blocks(dq, q, d_out, lse_log2, delta, K, V, C2P, P2C, dC2P, C2P_ROWS, P2C_ROWS, offs_m, offs_d,
+                           stride_token, stride_table, distance_offset, seq_len, softmax_scale, key_begin, key_end,
+                           HAS_C2P: tl.constexpr, HAS_P2C: tl.constexpr, MASKED: tl.constexpr,
+                           DOT_PRECISION: tl.constexpr, BLOCK_N: tl.constexpr):
+    """dQ (and dC2P) contributions of the key blocks [key_begin, key_end) to one query block."""
+    for key_start in tl.range(key_begin, key_end, BLOCK_N, num_stages=1 if MASKED else None):
+        offs_key = _row_offsets(tl.multiple_of(key_start, BLOCK_N), BLOCK_N)
+        k = _load_rows(K, offs_key, offs_d, stride_token, seq_len, MASKED)
+        v = _load_rows(V, offs_key, offs_d, stride_token, seq_len, MASKED)
+
+        scores = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION)
+        scores = _relative_scores(scores, C2P, P2C, C2P_ROWS, P2C_ROWS, offs_m[:, None], offs_key[None, :], seq_len,
+                                  stride_table, distance_offset, HAS_C2P, HAS_P2C)
+        probs = tl.exp2(scores * (softmax_scale * _LOG2E) - lse_log2[:, None])
+        if MASKED:
+            probs = tl.where((offs_key < seq_len)[None, :], probs, 0.0)
+
+        d_probs = tl.dot(d_out, tl.trans(v), input_precision=DOT_PRECISION)
+        d_scores = probs * (d_probs - delta[:, None])
+        dq = tl.dot(d_scores.to(k.dtype), k, dq, input_precision=DOT_PRECISION)
+        if HAS_C2P:
+            _scatter_relative(d_scores * softmax_scale, dC2P, C2P_ROWS, offs_m[:, None], offs_key[None, :], True,
+                              seq_len, stride_table, distance_offset)
+    return dq
+
+
+@triton.jit
+def _deberta_backward_dq_kernel(
+    Q, K, V, dOut, LSE, Delta,
+    C2P, P2C, C2P_ROWS, P2C_ROWS,
+    dQ, dC2P,  # dC2P: fp32, (heads, total_tokens, n), zeroed by the host
+    cu_seqlens,
+    tile_seq, seq_first_tile, num_seqs,  # the tile map over query blocks
+    softmax_scale,
+    stride_token, stride_head,
+    stride_table_head, stride_table,
+    distance_offset,
+    total_tokens,
+    max_seqlen_bucket,
+    HEAD_DIM: tl.constexpr,
+    HAS_C2P: tl.constexpr,
+    HAS_P2C: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr,  # queries per program
+    BLOCK_N: tl.constexpr,  # keys per inner-loop step
+):
+    tl.static_assert(BLOCK_M % BLOCK_N == 0)
+    seq_start, seq_len, q_start = _locate_tile(tile_seq, seq_first_tile, cu_seqlens, num_seqs, BLOCK_M)
+    if q_start >= seq_len:
+        return
+    offset = _head_offset(seq_start, stride_token, stride_head)
+    Q += offset
+    K += offset
+    V += offset
+    dOut += offset
+    dQ += offset
+    LSE += tl.program_id(1) * total_tokens + seq_start
+    Delta += tl.program_id(1) * total_tokens + seq_start
+    table_offset = _table_offset(seq_start, stride_table_head, stride_table)
+    C2P += table_offset
+    P2C += table_offset
+    dC2P += table_offset
+
+    offs_m = _row_offsets(q_start, BLOCK_M)
+    offs_d = tl.arange(0, HEAD_DIM)
+    q = _load_rows(Q, offs_m, offs_d, stride_token, seq_len, True)
+    d_out = _load_rows(dOut, offs_m, offs_d, stride_token, seq_len, True)
+    # query rows past the sequence end get lse = +inf: probability 0, so they add nothing anywhere
+    query_valid = offs_m < seq_len
+    lse_log2 = tl.where(query_valid, tl.load(LSE + offs_m, mask=query_valid, other=0.0) * _LOG2E, float("inf"))
+    delta = tl.load(Delta + offs_m, mask=query_valid, other=0.0)
+    dq = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
+
+    interior_end = seq_len // BLOCK_N * BLOCK_N
+    dq = _deberta_dq_key_blocks(dq, q, d_out, lse_log2, delta, K, V, C2P, P2C, dC2P, C2P_ROWS, P2C_ROWS, offs_m,
+                                offs_d, stride_token, stride_table, distance_offset, seq_len, softmax_scale,
+                                0, interior_end, HAS_C2P, HAS_P2C, False, DOT_PRECISION, BLOCK_N)
+    dq = _deberta_dq_key_blocks(dq, q, d_out, lse_log2, delta, K, V, C2P, P2C, dC2P, C2P_ROWS, P2C_ROWS, offs_m,
+                                offs_d, stride_token, stride_table, distance_offset, seq_len, softmax_scale,
+                                interior_end, seq_len, HAS_C2P, HAS_P2C, True, DOT_PRECISION, BLOCK_N)
+    _store_rows(dQ, offs_m, offs_d, stride_token, seq_len, dq * softmax_scale)
+
+
+# ----------------------------------------------------------------------------------------------
+# Launch configuration
+# ----------------------------------------------------------------------------------------------
+# (BLOCK_M, BLOCK_N, num_warps, num_stages): the shapes of kernels/attention.py, fewer and a
+# stage lighter, since every score tile also holds two gathered index tiles and two table tiles.
+# Pruned per architecture by the same compile table (python -m kernels.aot).
+_DEBERTA_FORWARD_BLOCKS = [(128, 64, 8, 2), (64, 64, 4, 2), (64, 32, 4, 2), (32, 32, 4, 1)]
+_DEBERTA_DKDV_BLOCKS = [(32, 128, 8, 2), (32, 64, 4, 2), (16, 64, 4, 2), (16, 32, 4, 1)]
+_DEBERTA_DQ_BLOCKS = [(128, 32, 8, 2), (64, 32, 4, 2), (64, 64, 8, 2), (32, 32, 4, 1)]
+_DEBERTA_AUTOTUNE_KEY = ["HEAD_DIM", "HAS_C2P", "HAS_P2C", "max_seqlen_bucket"]
+
+_DEBERTA_FORWARD_CONFIGS = _configs(_DEBERTA_FORWARD_BLOCKS, _fill_query_tiles)
+_DEBERTA_DKDV_CONFIGS = _configs(_DEBERTA_DKDV_BLOCKS, _fill_key_tiles)
+_DEBERTA_DQ_CONFIGS = _configs(_DEBERTA_DQ_BLOCKS, _fill_query_tiles)
+
+
+def _autotune(kernel, configs, name):
+    return triton.autotune(configs=configs, key=_DEBERTA_AUTOTUNE_KEY,
+                           prune_configs_by={"early_config_prune": _prune_configs(name)})(kernel)
+
+
+_forward_autotuned = _autotune(_deberta_forward_kernel, _DEBERTA_FORWARD_CONFIGS, "deberta_forward")
+_dkdv_autotuned = _autotune(_deberta_backward_dkdv_kernel, _DEBERTA_DKDV_CONFIGS, "deberta_backward_dkdv")
+_dq_autotuned = _autotune(_deberta_backward_dq_kernel, _DEBERTA_DQ_CONFIGS, "deberta_backward_dq")
+
+
+# ----------------------------------------------------------------------------------------------
+# Host side
+# ----------------------------------------------------------------------------------------------
+def _table_args(table, fallback):
+    """A table as the kernels read it, and its strides; an absent term passes the other table,
+    which the kernel never reads. Under the interpreter bf16 goes in as fp32 (see _kernel_dtype)."""
+    table = fallback if table is None else table
+    if table.dtype == torch.bfloat16 and _kernels_interpreted():
+        table = table.float()
+    return table, table.stride(0), table.stride(1)
+
+
+def _deberta_forward(q, k, v, c2p_table, p2c_table, c2p_rows, p2c_rows, cu_seqlens, max_seqlen, softmax_scale):
+    (q, k, v), result_dtype = _kernel_dtype(q, k, v)
+    total_tokens, heads, head_dim = q.shape
+    out = torch.empty_like(q)
+    lse = torch.empty((heads, total_tokens), dtype=torch.float32, device=q.device)
+    present = c2p_table if c2p_table is not None else p2c_table
+    c2p, stride_table_head, stride_table = _table_args(c2p_table, present)
+    p2c, *_ = _table_args(p2c_table, present)
+    blocks = [block_m for block_m, *_ in _DEBERTA_FORWARD_BLOCKS] + [_INTERPRETER_BLOCKS["BLOCK_M"]]
+    tile_seq, seq_first_tile, num_seqs = _tile_map_buffers(cu_seqlens, total_tokens, max_seqlen, blocks)
+
+    def grid(meta):
+        return (_num_tiles(total_tokens, num_seqs, max_seqlen, meta["BLOCK_M"]), heads)
+
+    _launch(
+        _deberta_forward_kernel, _forward_autotuned, _INTERPRETER_BLOCKS, _fill_query_tiles, grid,
+        q, k, v, out, lse, c2p, p2c, c2p_rows, p2c_rows, cu_seqlens, tile_seq, seq_first_tile, num_seqs,
+        softmax_scale * math.log2(math.e), q.stride(0), q.stride(1), stride_table_head, stride_table,
+        max_seqlen - 1, total_tokens, _max_seqlen_bucket(max_seqlen),
+        HEAD_DIM=head_dim, HAS_C2P=c2p_table is not None, HAS_P2C=p2c_table is not None,
+        DOT_PRECISION=_dot_precision(q.dtype),
+    )
+    return out.to(result_dtype), lse
+
+
+def _deberta_backward(d_out, q, k, v, out, lse, c2p_table, p2c_table, c2p_rows, p2c_rows, cu_seqlens, max_seqlen,
+                      softmax_scale):
+    (d_out, q, k, v, out), result_dtype = _kernel_dtype(d_out.contiguous(), q, k, v, out)
+    total_tokens, heads, head_dim = q.shape
+    dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+    delta = torch.empty_like(lse)
+    _attention_backward_preprocess_kernel[(triton.cdiv(total_tokens, _PREPROCESS_BLOCK_T), heads)](
+        out, d_out, delta, q.stride(0), q.stride(1), total_tokens, HEAD_DIM=head_dim, BLOCK_T=_PREPROCESS_BLOCK_T,
+    )
+    present = c2p_table if c2p_table is not None else p2c_table
+    c2p, stride_table_head, stride_table = _table_args(c2p_table, present)
+    p2c, *_ = _table_args(p2c_table, present)
+    # the gradients of the tables, fp32 whatever the dtype, laid out as the tables are
+    d_c2p = torch.zeros(present.shape, dtype=torch.float32, device=q.device) if c2p_table is not None else None
+    d_p2c = torch.zeros(present.shape, dtype=torch.float32, device=q.device) if p2c_table is not None else None
+    if present.stride() != (present.shape[1] * present.shape[2], present.shape[2], 1):
+        raise ValueError("the relative tables must be contiguous (heads, total_tokens, n)")
+
+    common = (cu_seqlens,)
+    after_tiles = (softmax_scale, q.stride(0), q.stride(1), stride_table_head, stride_table, max_seqlen - 1,
+                   total_tokens, _max_seqlen_bucket(max_seqlen))
+    constexprs = dict(HEAD_DIM=head_dim, HAS_C2P=c2p_table is not None, HAS_P2C=p2c_table is not None,
+                      DOT_PRECISION=_dot_precision(q.dtype))
+    key_blocks = [block_n for _, block_n, *_ in _DEBERTA_DKDV_BLOCKS] + [_INTERPRETER_DKDV_BLOCKS["BLOCK_N"]]
+    key_tiles = _tile_map_buffers(cu_seqlens, total_tokens, max_seqlen, key_blocks)
+    query_blocks = [block_m for block_m, *_ in _DEBERTA_DQ_BLOCKS] + [_INTERPRETER_BLOCKS["BLOCK_M"]]
+    query_tiles = _tile_map_buffers(cu_seqlens, total_tokens, max_seqlen, query_blocks)
+    num_seqs = key_tiles[2]
+
+    def dkdv_grid(meta):
+        return (_num_tiles(total_tokens, num_seqs, max_seqlen, meta["BLOCK_N"]), heads)
+
+    def dq_grid(meta):
+        return (_num_tiles(total_tokens, num_seqs, max_seqlen, meta["BLOCK_M"]), heads)
+
+    relative = (c2p, p2c, c2p_rows, p2c_rows)
+    _launch(_deberta_backward_dkdv_kernel, _dkdv_autotuned, _INTERPRETER_DKDV_BLOCKS, _fill_key_tiles, dkdv_grid,
+            q, k, v, d_out, lse, delta, *relative, dk, dv, d_p2c if d_p2c is not None else present, *common,
+            *key_tiles, *after_tiles, **constexprs)
+    _launch(_deberta_backward_dq_kernel, _dq_autotuned, _INTERPRETER_BLOCKS, _fill_query_tiles, dq_grid,
+            q, k, v, d_out, lse, delta, *relative, dq, d_c2p if d_c2p is not None else present, *common,
+            *query_tiles, *after_tiles, **constexprs)
+    cast = (lambda grad, table: None if grad is None else grad.to(table.dtype))
+    return (dq.to(result_dtype), dk.to(result_dtype), dv.to(result_dtype), cast(d_c2p, c2p_table),
+            cast(d_p2c, p2c_table))
+
+
+class _DisentangledAttentionFunction(torch.autograd.Function):
+    """Autograd glue: q, k, v and the two tables in, their five gradients out of the kernels."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, c2p_table, p2c_table, c2p_rows, p2c_rows, cu_seqlens, max_seqlen, softmax_scale):
+        out, lse = _deberta_forward(q, k, v, c2p_table, p2c_table, c2p_rows, p2c_rows, cu_seqlens, max_seqlen,
+                                    softmax_scale)
+        ctx.save_for_backward(q, k, v, out, lse, c2p_table, p2c_table, c2p_rows, p2c_rows, cu_seqlens)
+        ctx.max_seqlen = max_seqlen
+        ctx.softmax_scale = softmax_scale
+        return out
+
+    @staticmethod
+    def backward(ctx, d_out):
+        q, k, v, out, lse, c2p_table, p2c_table, c2p_rows, p2c_rows, cu_seqlens = ctx.saved_tensors
+        grads = _deberta_backward(d_out, q, k, v, out, lse, c2p_table, p2c_table, c2p_rows, p2c_rows, cu_seqlens,
+                                  ctx.max_seqlen, ctx.softmax_scale)
+        return (*grads, None, None, None, None, None)
+
+
+def relative_tables(q, k, pos_key, pos_query):
+    """(heads, total_tokens, n) products of every query with every relative key (c2p) and of every
+    key with every relative query (p2c): two batched GEMMs per head, outside the kernel. fp16
+    inputs get fp32 tables (DeBERTa's products overflow fp16); other dtypes keep theirs."""
+    table_dtype = torch.float32 if q.dtype == torch.float16 else q.dtype
+
+    def products(x, relative):  # (N, nh, hs) x (nh, n, hs) -> (nh, N, n)
+        if relative is None:
+            return None
+        return torch.bmm(x.transpose(0, 1).to(table_dtype), relative.transpose(1, 2).to(table_dtype))
+
+    return products(q, pos_key), products(k, pos_query)
+
+
+def _validate_relative(q, pos_key, pos_query, c2p_rows, p2c_rows, max_seqlen):
+    heads, head_dim = q.shape[1], q.shape[2]
+    for name, relative, rows in (("pos_key", pos_key, c2p_rows), ("pos_query", pos_query, p2c_rows)):
+        if relative is None:
+            continue
+        if relative.dim() != 3 or relative.shape[0] != heads or relative.shape[2] != head_dim:
+            raise ValueError(f"{name} must have shape (heads={heads}, n, head_dim={head_dim}), "
+                             f"got {tuple(relative.shape)}")
+        if relative.device != q.device:
+            raise ValueError(f"{name} must be on {q.device}, got {relative.device}")
+        if not isinstance(rows, torch.Tensor) or rows.dtype != torch.int32 or rows.shape != (2 * max_seqlen - 1,):
+            raise ValueError(f"the row map of {name} must be an int32 tensor of 2 * max_seqlen - 1 = "
+                             f"{2 * max_seqlen - 1} entries, got "
+                             f"{tuple(rows.shape) if isinstance(rows, torch.Tensor) else type(rows).__name__}")
+        if rows.device.type == "cpu" and rows.numel() and not 0 <= int(rows.min()) <= int(rows.max()) < relative.shape[1]:
+            raise ValueError(f"the row map of {name} reaches rows {int(rows.min())}..{int(rows.max())}, "
+                             f"outside its {relative.shape[1]} rows")
+
+
+def disentangled_attention(q, k, v, cu_seqlens, max_seqlen, pos_key=None, pos_query=None, c2p_rows=None,
+                           p2c_rows=None, softmax_scale=None):
+    """DeBERTa's disentangled attention over packed variable-length sequences (differentiable).
+
+    Args:
+        q, k, v: (total_tokens, heads, head_dim), fp16/bf16/fp32, head_dim in 16/32/64/128,
+            packed as for kernels.varlen_attention.
+        cu_seqlens, max_seqlen: as for kernels.varlen_attention (never causal).
+        pos_key: (heads, n, head_dim), the relative keys Pk of the c2p term, or None for no c2p.
+        pos_query: (heads, n, head_dim), the relative queries Pq of the p2c term, or None.
+        c2p_rows, p2c_rows: int32 (2 * max_seqlen - 1,): the row of pos_key (pos_query) that query
+            i and key j read, at index i - j + max_seqlen - 1. Bucketing, max_relative_positions
+            and the clamp at the table's ends live here (minirm.models.deberta builds them).
+        softmax_scale: multiplier of the summed score; default 1 / sqrt(head_dim * (1 + terms)).
+
+    Returns:
+        (total_tokens, heads, head_dim) in q's dtype. Gradients reach q, k, v, pos_key, pos_query.
+    """
+    _validate(q, k, v, cu_seqlens, max_seqlen)
+    _validate_relative(q, pos_key, pos_query, c2p_rows, p2c_rows, max_seqlen)
+    if q.device.type != "cuda" and not _kernels_interpreted():
+        raise RuntimeError(
+            f"disentangled_attention runs Triton kernels and got {q.device.type} tensors: move them to a CUDA "
+            f"device, or set TRITON_INTERPRET=1 before triton is first imported. "
+            f"disentangled_attention_reference is the plain PyTorch version.")
+    terms = (pos_key is not None) + (pos_query is not None)
+    if softmax_scale is None:
+        softmax_scale = 1.0 / math.sqrt(q.shape[2] * (1 + terms))
+    if terms == 0:
+        from kernels.attention import varlen_attention
+
+        return varlen_attention(q, k, v, cu_seqlens, max_seqlen, softmax_scale=softmax_scale)
+    q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
+    c2p_table, p2c_table = relative_tables(q, k, pos_key, pos_query)
+    return _DisentangledAttentionFunction.apply(q, k, v, c2p_table, p2c_table, c2p_rows, p2c_rows, cu_seqlens,
+                                                max_seqlen, float(softmax_scale))
+
+
+def disentangled_attention_reference(q, k, v, cu_seqlens, pos_key=None, pos_query=None, c2p_rows=None,
+                                     p2c_rows=None, softmax_scale=None):
+    """The same attention the way minirm's sdpa path computes it: per sequence, the (L, L) c2p + p2c
+    bias written out and handed to torch's scaled_dot_product_attention as a float mask, in fp32.
+
+    c2p_rows / p2c_rows are indexed by i - j + (len(c2p_rows) - 1) // 2. Differentiable by autograd.
+    """
+    terms = (pos_key is not None) + (pos_query is not None)
+    if softmax_scale is None:
+        softmax_scale = 1.0 / math.sqrt(q.shape[2] * (1 + terms))
+    rows_map = c2p_rows if c2p_rows is not None else p2c_rows
+    center = 0 if rows_map is None else (rows_map.numel() - 1) // 2
+    bounds = cu_seqlens.tolist()
+    outputs = []
+    for start, end in zip(bounds[:-1], bounds[1:]):
+        length = end - start
+        q_seq, k_seq, v_seq = (x[start:end].float().transpose(0, 1) for x in (q, k, v))  # (nh, L, hs)
+        positions = torch.arange(length, device=q.device)
+        distance = (positions[:, None] - positions[None, :] + center).long()  # (L, L): i - j, shifted
+        bias = torch.zeros(q.shape[1], length, length, device=q.device)
+        if pos_key is not None:  # q_i . Pk[c2p_row(i - j)]
+            by_row = q_seq @ pos_key.float().transpose(1, 2)  # (nh, L, n)
+            bias = bias + torch.gather(by_row, 2, c2p_rows.long()[distance].expand(q.shape[1], -1, -1))
+        if pos_query is not None:  # k_j . Pq[p2c_row(i - j)]
+            by_row = k_seq @ pos_query.float().transpose(1, 2)  # (nh, L, n): key j against every row
+            bias = bias + torch.gather(by_row, 2, p2c_rows.long()[distance].T.expand(q.shape[1], -1, -1)).transpose(1, 2)
+        y = torch.nn.functional.scaled_dot_product_attention(q_seq, k_seq, v_seq, attn_mask=bias * softmax_scale,
+                                                             scale=softmax_scale)
+        outputs.append(y.transpose(0, 1))
+    return torch.cat(outputs).to(q.dtype)

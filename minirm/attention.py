@@ -77,6 +77,19 @@ class AttentionBatch:
     def cu_seqlens(self) -> torch.Tensor:  # (B + 1,) int32, where each sequence starts in the pack
         return F.pad(torch.cumsum(self.lengths, 0), (1, 0)).to(torch.int32)
 
+    @cached_property
+    def token_lengths(self) -> torch.Tensor:  # (N,): the length of each packed token's sequence
+        return self.lengths.repeat_interleave(self.lengths, output_size=self.token_count)
+
+    @cached_property
+    def positions(self) -> torch.Tensor:  # (N,): each packed token's position inside its sequence
+        starts = self.cu_seqlens[:-1].long().repeat_interleave(self.lengths, output_size=self.token_count)
+        return torch.arange(self.token_count, device=self.lengths.device) - starts
+
+    @cached_property
+    def token_count(self) -> int:  # N, the real tokens (one host sync, once per batch)
+        return int(self.lengths.sum())
+
     def pack(self, x: torch.Tensor) -> torch.Tensor:
         """(B, T, C) -> (N, C): drop the padding so every later op works on real tokens only."""
         return x[self.token_mask]
@@ -109,9 +122,7 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, batch: AttentionBa
     if batch.backend == "packed":
         return packed_attention(q, k, v, batch, scale, dropout)
     if batch.packed:
-        if dropout:
-            raise MinirmError("the triton attention kernel has no attention dropout; set attention dropout to 0 "
-                              "or use the sdpa backend")
+        check_kernel_dropout(dropout)
         from kernels import varlen_attention  # imported lazily: only the triton backend needs Triton
 
         return varlen_attention(
@@ -122,6 +133,13 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, batch: AttentionBa
             q, k, v, attn_mask=batch.key_mask(), dropout_p=dropout, scale=scale
         )
     return eager_attention(q, k, v, batch.key_mask(), dropout, scale)
+
+
+def check_kernel_dropout(dropout: float) -> None:
+    """The Triton kernels have no attention dropout: say so rather than train without it."""
+    if dropout:
+        raise MinirmError("the triton attention kernel has no attention dropout; set attention dropout to 0 "
+                          "or use the sdpa backend")
 
 
 def packed_attention(q, k, v, batch: AttentionBatch, scale: float | None = None, dropout: float = 0.0,
@@ -231,8 +249,7 @@ def choose_backend(requested: str | None, device: torch.device, head_dim: int, d
     check_backend(requested, device)
     if requested == "triton":
         if not kernel_ok:
-            raise MinirmError("this model's attention carries a relative-position bias the triton kernel does not "
-                              "take; use --attention packed or sdpa")
+            raise MinirmError("no triton kernel computes this model's attention; use --attention packed or sdpa")
         why = triton_unavailable(device, head_dim, dtype)
         if why is not None:
             raise MinirmError(f"--attention triton: {why}; use --attention sdpa")

@@ -212,16 +212,11 @@ def test_scores_independent_of_batch_size(make_deberta, pairs):
     torch.testing.assert_close(torch.tensor(one), torch.tensor(many), atol=ATOL, rtol=0)
 
 
-def test_triton_attention_is_refused_in_one_place(make_deberta, pairs):
-    """The kernel takes no relative-position bias: the model refuses a triton run rather than
-    quietly running another backend, and the Scorer refuses it before loading."""
+def test_triton_attention_refuses_head_dims_the_kernel_lacks(make_deberta):
+    """These test models have head dim 8; the kernel takes 16 to 128: an explicit triton run is
+    refused before loading, in one line (test_deberta_kernel.py runs head dim 16 on the kernel)."""
     model_dir, _ = make_deberta("xxlarge-like")
-    scorer = Scorer.from_pretrained(str(model_dir))
-    assert scorer.model.supports_triton is False
-    ids = scorer.encode_pairs(*pairs)
-    with pytest.raises(MinirmError, match="cannot run on the triton kernel"):
-        our_logits(scorer, ids, backend="triton")
-    with pytest.raises(MinirmError, match="use --attention packed or sdpa"):
+    with pytest.raises(MinirmError, match="head dim 8 is not one the kernel takes"):
         Scorer.from_pretrained(str(model_dir), attention="triton", device="cpu")
 
 
@@ -243,13 +238,15 @@ def test_a_wrong_detail_fails_parity(make_deberta, pairs, monkeypatch, mutation)
     elif mutation == "rel-norm":  # forget the LayerNorm on the relative embeddings
         encoder.rel_norm = None
     elif mutation == "distance-sign":  # i - j read as j - i
-        real = deberta.relative_positions
-        monkeypatch.setattr(deberta, "relative_positions", lambda *a: real(*a).T)
+        real = deberta.relative_distances
+        monkeypatch.setattr(deberta, "relative_distances", lambda *a: real(*a).flip(0))
     elif mutation == "conv":  # drop the ConvLayer after the first block
         encoder.conv = None
     elif mutation == "embedding-mask":  # leave pad embeddings non-zero: the conv reads them
         monkeypatch.setattr(encoder.embed, "forward", lambda ids, mask, f=encoder.embed.forward: f(ids, None))
-    error = (our_logits(scorer, ids) - expected).abs().max().item()
+    # the packed path never reads a pad embedding: only the padded one can get the mask wrong
+    backend = "sdpa" if mutation == "embedding-mask" else None
+    error = (our_logits(scorer, ids, backend) - expected).abs().max().item()
     assert error > 100 * ATOL, f"{mutation}: max error {error:.2e} would hide under the tolerance"
 
 

@@ -90,7 +90,7 @@ def test_each_entry_holds_its_facts(name):
     assert (family.architecture, family.pair_input, family.truncation_side, family.takes_alpha,
             family.base_tokenizer) == EXPECTED[name]
     assert issubclass(family.model, RewardModel)
-    assert family.supports_triton == family.model.supports_triton == (name != "deberta-v2")
+    assert family.supports_triton == family.model.supports_triton is True  # DeBERTa: kernels/deberta.py
     assert models.supports_triton(name) == family.supports_triton
     # every shared ModelConfig field has a default where config.json leaves it out
     assert set(family.config.defaults) == {"vocab_size", "hidden_size", "num_layers", "num_heads",

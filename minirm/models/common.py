@@ -92,7 +92,7 @@ class RewardModel(nn.Module):
 
     causal: bool = False  # attends left to right only (GPT-2)
     head_modules: tuple[str, ...] = ("head",)  # what maps the gathered (B, C) states to the logits
-    supports_triton: bool = True  # the varlen Triton kernel computes its attention (DeBERTa's bias: not yet)
+    supports_triton: bool = True  # a Triton kernel computes its attention (varlen; DeBERTa: kernels/deberta.py)
 
     def __init__(self):
         super().__init__()
@@ -100,8 +100,8 @@ class RewardModel(nn.Module):
 
     def attention_batch(self, lengths: torch.Tensor, max_len: int, backend: str) -> AttentionBatch:
         if backend == "triton" and not self.supports_triton:
-            raise MinirmError(f"{type(self).__name__} cannot run on the triton kernel: its attention carries a "
-                              "relative-position bias the kernel does not take; use --attention packed or sdpa")
+            raise MinirmError(f"{type(self).__name__} cannot run on the triton kernel: no kernel computes its "
+                              "attention; use --attention packed or sdpa")
         return AttentionBatch.build(lengths, max_len, causal=self.causal, backend=backend)
 
     def forward(self, input_ids: torch.Tensor, lengths: torch.Tensor, backend: str = "sdpa") -> torch.Tensor:

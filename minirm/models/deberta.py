@@ -53,14 +53,18 @@ the activation dtype (sqrt(3 * 64) = 13.856 becomes 13.875 in bf16); here it sta
 Python float. Masks use the minimum of the dtype in use, and the eager softmax runs in
 float32. fp32 results are unchanged; bf16 / fp16 stay finite.
 
-Attention runs through torch's scaled_dot_product_attention with the c2p + p2c bias as a
-float mask, or written out (backend "eager"). Packed (the CPU default), the tokens of all
-sequences are concatenated after the embeddings and each run of equal-length sequences
-gets its own (L, L) bias: the indices depend on i - j only, so a shorter sequence's are
-the top-left block of the longest one's, and it reads only the rows of R its distances
-reach. The ConvLayer convolves the padded embeddings (zeros between sequences), then packs.
-The varlen Triton kernel takes no bias yet, so the model declares `supports_triton = False`
-and refuses the triton backend in one line.
+Backends. Padded ("sdpa", "eager"): torch's scaled_dot_product_attention with the c2p + p2c
+bias as a float mask, or the same written out. Packed, the tokens of all sequences are
+concatenated right after the embeddings and nothing later touches padding:
+- "packed" (the CPU default): each run of equal-length sequences gets its own (L, L) bias;
+  the indices depend on i - j only, so a shorter sequence's are the top-left block of the
+  longest one's, and it reads only the rows of R its distances reach.
+- "triton" (the CUDA default): kernels/deberta.py, one fused kernel for the whole pack. It
+  takes Pk and Pq and the distance -> row maps (`Relative.c2p_rows` / `p2c_rows`) and adds the
+  relative terms tile by tile inside its online softmax: no (T, T) tensor exists, forward or
+  backward.
+The ConvLayer convolves each packed sequence on its own: a token's window holds zeros where a
+neighbour would belong to another sequence, exactly as at the ends of an unpadded one.
 
 The config.json fields only DeBERTa reads are `DebertaOptions` (cfg.extra); they, the
 weight map and the rest of the family's registry entry (`DEBERTA_V2`) close this file.
@@ -76,7 +80,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..attention import AttentionBatch, packed_attention
+from ..attention import AttentionBatch, check_kernel_dropout, packed_attention
 from ..errors import MinirmError
 from .bert import EncoderLayer, encoder_config  # the same post-LN block as BERT, with disentangled attention inside
 from .common import RewardModel, activation, gather_tokens, run_layer
@@ -107,13 +111,37 @@ def log_bucket(distance: torch.Tensor, buckets: int, max_distance: int) -> torch
     return bucketed.long()
 
 
-def relative_positions(length: int, buckets: int, max_distance: int, device) -> torch.Tensor:
-    """(T, T) long tensor: rel[i, j] = bucket(i - j), the distance of query i from key j."""
-    distances = torch.arange(-(length - 1), length, device=device)  # every i - j that occurs, once
+def relative_distances(length: int, buckets: int, max_distance: int, device) -> torch.Tensor:
+    """(2T - 1,) long tensor: bucket(d) for every distance d = i - j that occurs, at d + T - 1."""
+    distances = torch.arange(-(length - 1), length, device=device)
     if buckets > 0 and max_distance > 0:
         distances = log_bucket(distances, buckets, max_distance)
-    pos = torch.arange(length, device=device)
-    return distances[pos[:, None] - pos[None, :] + length - 1]
+    return distances
+
+
+def by_pair(by_distance: torch.Tensor) -> torch.Tensor:
+    """(2T - 1,) values by distance -> (T, T): out[i, j] = by_distance[i - j + T - 1]."""
+    length = (by_distance.numel() + 1) // 2
+    pos = torch.arange(length, device=by_distance.device)
+    return by_distance[pos[:, None] - pos[None, :] + length - 1]
+
+
+def relative_rows(length: int, buckets: int, max_distance: int, span: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The rows of R (2 * span rows) that c2p and p2c read, by distance: (2T - 1,) each, at i - j + T - 1."""
+    bucket = relative_distances(length, buckets, max_distance, device)  # bucket(d), d = i - j
+    # distances beyond the table read its first / last row
+    c2p_rows = torch.clamp(bucket + span, 0, 2 * span - 1)
+    # p2c reads, for query i and key j, the row of minus the distance of key j from query i
+    # (transformers' -relative_pos, taken at [j, i]): bucket(j - i), i.e. bucket reversed.
+    # The buckets are symmetric, so this is the c2p row again, but it is built the way
+    # transformers builds it
+    p2c_rows = torch.clamp(span - bucket.flip(0), 0, 2 * span - 1)
+    return c2p_rows, p2c_rows
+
+
+def relative_positions(length: int, buckets: int, max_distance: int, device) -> torch.Tensor:
+    """(T, T) long tensor: rel[i, j] = bucket(i - j), the distance of query i from key j."""
+    return by_pair(relative_distances(length, buckets, max_distance, device))
 
 
 # --- the model -------------------------------------------------------------------------------
@@ -148,8 +176,10 @@ class Relative(NamedTuple):
     """What every layer's relative terms read, built once per forward pass."""
 
     embeddings: torch.Tensor  # (n, C): the n rows of R this length reaches, LayerNorm'ed where asked
-    c2p_index: torch.Tensor  # (T, T): c2p_index[i, j] = row of R for the distance of query i from key j
-    p2c_index: torch.Tensor  # (T, T): p2c_index[i, j] = row of R that p2c reads for key j and query i
+    c2p_rows: torch.Tensor  # (2T - 1,) int32: row of R that c2p reads for query i and key j, at i - j + T - 1
+    p2c_rows: torch.Tensor  # (2T - 1,) int32: row of R that p2c reads for query i and key j, at i - j + T - 1
+    c2p_index: torch.Tensor  # (T, T): c2p_index[i, j] = c2p_rows at i - j, for the padded and packed paths
+    p2c_index: torch.Tensor  # (T, T): p2c_index[i, j] = p2c_rows at i - j
     by_length: dict  # length -> `shorter(length)`, filled by the first layer that asks, read by the rest
 
     def shorter(self, length: int) -> tuple[slice, torch.Tensor, torch.Tensor]:
@@ -251,11 +281,21 @@ class DisentangledAttention(nn.Module):
         return self.o(y.transpose(1, 2).reshape(B, T, nh * hs))
 
     def packed(self, x, batch: AttentionBatch, rel: Relative | None, pos_k, pos_q, dropout: float) -> torch.Tensor:
-        """(N, C) packed tokens -> (N, C), before the output projection. The bias is built per run
-        of equal-length sequences, from the rows of R and the (L, L) indices their length reaches;
+        """(N, C) packed tokens -> (N, C), before the output projection. "triton": the fused kernel
+        (kernels/deberta.py) over the whole pack. "packed": the bias is built per run of
+        equal-length sequences, from the rows of R and the (L, L) indices their length reaches;
         there is no padding, so no mask."""
         N, C = x.shape
         q, k, v = (t.view(N, self.num_heads, -1) for t in (self.q(x) * self.scale, self.k(x), self.v(x)))
+        if batch.backend == "triton":
+            check_kernel_dropout(dropout)
+            from kernels.deberta import disentangled_attention  # only the triton backend needs Triton
+
+            # q and pos_q arrive scaled, so the kernel's own scale is 1
+            y = disentangled_attention(q, k, v, batch.cu_seqlens, batch.max_len, pos_k, pos_q,
+                                       None if rel is None else rel.c2p_rows, None if rel is None else rel.p2c_rows,
+                                       softmax_scale=1.0)
+            return y.reshape(N, C)
 
         def bias(qs, ks, length):  # qs, ks: (count, nh, L, hs)
             rows, c2p_index, p2c_index = rel.shorter(length)
@@ -280,19 +320,32 @@ class ConvLayer(nn.Module):
         self.dropout = nn.Dropout(cfg.dropout)
 
     def forward(self, embedded, layer_out, token_mask, batch: AttentionBatch) -> torch.Tensor:
-        """embedded: (B, T, C), always padded; layer_out: (B, T, C), or (N, C) when packed."""
-        # embedded is zero at padded positions, so real tokens next to padding see zeros,
-        # as they would at the true end of an unpadded sequence: no sequence reads another's
-        # tokens, which is why the packed layout convolves the padded embeddings, then packs
-        out = self.conv(embedded.transpose(1, 2)).transpose(1, 2)  # (B, T, C)
+        """embedded and layer_out: (B, T, C) padded, or (N, C) packed."""
         if batch.packed:
-            return self.norm(layer_out + self.act(self.dropout(batch.pack(out))))  # (N, C): real tokens only
+            return self.norm(layer_out + self.act(self.dropout(self.packed(embedded, batch))))
+        # embedded is zero at padded positions, so real tokens next to padding see zeros,
+        # as they would at the true end of an unpadded sequence
+        out = self.conv(embedded.transpose(1, 2)).transpose(1, 2)  # (B, T, C)
         if token_mask is not None:
             out = out.masked_fill(~token_mask[..., None], 0.0)
         out = self.norm(layer_out + self.act(self.dropout(out)))
         if token_mask is not None:
             out = out.masked_fill(~token_mask[..., None], 0.0)
         return out
+
+
+    def packed(self, x: torch.Tensor, batch: AttentionBatch) -> torch.Tensor:
+        """The same convolution on (N, C) packed tokens, each sequence on its own: token t's window
+        holds its K neighbours, with zeros where a neighbour would belong to another sequence, as
+        at the ends of an unpadded sequence; then one conv1d over windows of exactly K."""
+        K = self.conv.kernel_size[0]
+        half = (K - 1) // 2
+        windows = F.pad(x, (0, 0, half, half)).unfold(0, K, 1)  # (N, C, K): windows[t, :, w] = x[t + w - half]
+        position = batch.positions[:, None] + torch.arange(-half, half + 1, device=x.device)  # (N, K) in-sequence
+        inside = (position >= 0) & (position < batch.token_lengths[:, None])
+        out = F.conv1d(windows * inside[:, None, :].to(x.dtype), self.conv.weight, self.conv.bias,
+                       groups=self.conv.groups)  # (N, C, 1)
+        return out.squeeze(-1)
 
 
 class DebertaEncoder(nn.Module):
@@ -315,21 +368,16 @@ class DebertaEncoder(nn.Module):
     def relative(self, T: int, device) -> Relative:
         R = self.rel_embeddings.weight  # (2span, C), shared by every layer
         span = R.size(0) // 2
-        rel_pos = relative_positions(T, self.buckets, self.max_distance, device)  # (T, T), bucket(i - j)
-        # distances beyond the table read its first / last row
-        c2p_index = torch.clamp(rel_pos + span, 0, 2 * span - 1)
-        # p2c reads, for query i and key j, the row of minus the distance of key j from query i
-        # (transformers' -relative_pos, taken at [j, i]); the buckets are symmetric, so this is
-        # the c2p row again, but it is built here the way transformers builds it
-        p2c_index = torch.clamp(span - rel_pos.T, 0, 2 * span - 1)
+        c2p_rows, p2c_rows = relative_rows(T, self.buckets, self.max_distance, span, device)
         # a sequence shorter than the table reads only the rows of its own distances: keep
         # just those (T = 100 uses 199 of xxlarge's 512), so each layer projects and
         # multiplies fewer. Every score is the same dot product as with the whole table.
-        rows = rows_read(c2p_index, p2c_index)
+        rows = rows_read(c2p_rows, p2c_rows)
         R = R[rows]
         if self.rel_norm is not None:
             R = self.rel_norm(R)  # row by row, so normalising the kept rows is the same
-        return Relative(R, c2p_index - rows.start, p2c_index - rows.start, {})
+        c2p_rows, p2c_rows = (c2p_rows - rows.start).int(), (p2c_rows - rows.start).int()
+        return Relative(R, c2p_rows, p2c_rows, by_pair(c2p_rows).long(), by_pair(p2c_rows).long(), {})
 
     def forward(self, input_ids: torch.Tensor, batch: AttentionBatch, checkpointing: bool = False) -> torch.Tensor:
         T = input_ids.size(1)
@@ -338,9 +386,9 @@ class DebertaEncoder(nn.Module):
         x = self.embed(input_ids, token_mask)  # (B, T, C)
         # the relative terms of the longest sequence; a shorter one reads a part of them
         rel = self.relative(T, input_ids.device) if self.cfg.extra.relative_attention else None
-        embedded = x
         if batch.packed:
             x = batch.pack(x)  # (N, C): from here on no op touches a pad token
+        embedded = x  # what the ConvLayer convolves
         for i, layer in enumerate(self.layers):
             x = run_layer(layer, x, batch, rel, checkpointing=checkpointing)
             if i == 0 and self.conv is not None:
@@ -352,7 +400,7 @@ class DebertaRewardModel(RewardModel):
     """DeBERTa-v2 encoder, then a ContextPooler head on the first token."""
 
     causal = False
-    supports_triton = False  # the kernel takes no relative-position bias (yet): triton is refused
+    supports_triton = True  # kernels/deberta.py: the relative terms fused into the varlen kernel
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()

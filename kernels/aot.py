@@ -54,7 +54,14 @@ ARCHS = {"sm_80": 80, "sm_90": 90}
 # Largest dynamic shared memory one block may opt into (cudaFuncAttributeMaxDynamicSharedMemorySize).
 SHARED_LIMITS = {"sm_80": 163 * 1024, "sm_90": 227 * 1024}
 DTYPES = ("fp16", "bf16", "fp32")
-KERNELS = ("forward", "backward_preprocess", "backward_dkdv", "backward_dq")
+# DeBERTa's kernels (kernels/deberta.py) are never causal. Which relative terms they add is a
+# compile-time flag, so each term set is a kernel of its own in the report: "deberta_forward" adds
+# both (every published DeBERTa-v2/v3 reward model: pos_att_type "p2c|c2p"), "deberta_forward_c2p"
+# and "deberta_forward_p2c" one each.
+DEBERTA_TERMS = {"": (True, True), "_c2p": (True, False), "_p2c": (False, True)}
+DEBERTA_KERNELS = tuple(f"deberta_{kernel}{terms}" for kernel in ("forward", "backward_dkdv", "backward_dq")
+                        for terms in DEBERTA_TERMS)
+KERNELS = ("forward", "backward_preprocess", "backward_dkdv", "backward_dq") + DEBERTA_KERNELS
 FIELDS = ("kernel", "arch", "head_dim", "dtype", "causal", "BLOCK_M", "BLOCK_N", "num_warps", "num_stages",
           "compiled", "registers", "spill_bytes", "shared_bytes", "autotune")
 VARIANT_FIELDS = FIELDS[:9]
@@ -65,10 +72,12 @@ TABLE_PATH = Path(__file__).resolve().parent / "_aot_table.py"
 # Types of the kernels' runtime arguments, by name, as the launch passes them: the tensors of
 # the attention dtype, fp32 log-sum-exp and delta, int32 metadata, fp32 scales, int32 sizes.
 _TENSOR_ARGS = {"Q", "K", "V", "Out", "dOut", "dQ", "dK", "dV"}
-_FP32_TENSOR_ARGS = {"LSE", "Delta"}
-_INT32_TENSOR_ARGS = {"cu_seqlens", "tile_seq", "seq_first_tile"}
+_FP32_TENSOR_ARGS = {"LSE", "Delta", "dC2P", "dP2C"}
+_TABLE_ARGS = {"C2P", "P2C"}  # DeBERTa's relative tables: fp32 for fp16 inputs, the input dtype otherwise
+_INT32_TENSOR_ARGS = {"cu_seqlens", "tile_seq", "seq_first_tile", "C2P_ROWS", "P2C_ROWS"}
 _FLOAT_ARGS = {"softmax_scale", "softmax_scale_log2"}
-_INT_ARGS = {"stride_token", "stride_head", "total_tokens", "max_seqlen_bucket", "num_seqs"}
+_INT_ARGS = {"stride_token", "stride_head", "total_tokens", "max_seqlen_bucket", "num_seqs", "stride_table_head",
+             "stride_table", "distance_offset"}
 # At launch Triton marks an int argument divisible by 16 (and a pointer 16-byte aligned) as
 # such and specialises the kernel on it. These always are: torch allocations are aligned, the
 # kernels' tensors are contiguous (total_tokens, heads, head_dim) with head_dim in 16..128, and
@@ -82,20 +91,29 @@ def _attention():
     return attention
 
 
+def _deberta():
+    from kernels import deberta
+
+    return deberta
+
+
 def kernel_functions():
     """{kernel name: the @triton.jit function}."""
-    attention = _attention()
+    attention, deberta = _attention(), _deberta()
     return {
         "forward": attention._attention_forward_kernel,
         "backward_preprocess": attention._attention_backward_preprocess_kernel,
         "backward_dkdv": attention._attention_backward_dkdv_kernel,
         "backward_dq": attention._attention_backward_dq_kernel,
+        **{f"deberta_forward{terms}": deberta._deberta_forward_kernel for terms in DEBERTA_TERMS},
+        **{f"deberta_backward_dkdv{terms}": deberta._deberta_backward_dkdv_kernel for terms in DEBERTA_TERMS},
+        **{f"deberta_backward_dq{terms}": deberta._deberta_backward_dq_kernel for terms in DEBERTA_TERMS},
     }
 
 
 def kernel_configs():
     """{kernel name: [(BLOCK_M, BLOCK_N, num_warps, num_stages)]}: every config it can launch with."""
-    attention = _attention()
+    attention, deberta = _attention(), _deberta()
 
     def tuples(configs):
         return [(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages) for c in configs]
@@ -106,21 +124,25 @@ def kernel_configs():
         "backward_preprocess": [(attention._PREPROCESS_BLOCK_T, None, 4, 3)],
         "backward_dkdv": tuples(attention._DKDV_CONFIGS),
         "backward_dq": tuples(attention._DQ_CONFIGS),
+        **{f"deberta_forward{terms}": tuples(deberta._DEBERTA_FORWARD_CONFIGS) for terms in DEBERTA_TERMS},
+        **{f"deberta_backward_dkdv{terms}": tuples(deberta._DEBERTA_DKDV_CONFIGS) for terms in DEBERTA_TERMS},
+        **{f"deberta_backward_dq{terms}": tuples(deberta._DEBERTA_DQ_CONFIGS) for terms in DEBERTA_TERMS},
     }
 
 
 def _kernel_sources():
-    """{name: source} of every @triton.jit function and tl.constexpr global of kernels.attention."""
+    """{name: source} of every @triton.jit function and tl.constexpr global of kernels.attention and
+    kernels.deberta (which imports attention's helpers: each is counted once, where it is defined)."""
     import triton.language as tl
 
-    attention = _attention()
     sources = {}
-    for name, value in vars(attention).items():
-        function = getattr(value, "fn", None)  # JITFunction and InterpretedFunction both wrap .fn
-        if inspect.isfunction(function) and function.__module__ == attention.__name__:
-            sources[name] = inspect.getsource(function)
-        elif isinstance(value, tl.constexpr):
-            sources[name] = f"{name} = {value.value!r}"
+    for module in (_attention(), _deberta()):
+        for name, value in vars(module).items():
+            function = getattr(value, "fn", None)  # JITFunction and InterpretedFunction both wrap .fn
+            if inspect.isfunction(function) and function.__module__ == module.__name__:
+                sources[name] = inspect.getsource(function)
+            elif isinstance(value, tl.constexpr) and name not in sources:
+                sources[name] = f"{name} = {value.value!r}"
     return sources
 
 
@@ -159,7 +181,8 @@ def all_variants(archs=tuple(ARCHS)):
         for arch in archs:
             for head_dim in head_dims:
                 for dtype in DTYPES:
-                    for causal in ((None,) if kernel == "backward_preprocess" else (False, True)):
+                    causals = (None,) if kernel == "backward_preprocess" else (False, True)
+                    for causal in ((False,) if kernel in DEBERTA_KERNELS else causals):
                         for block_m, block_n, num_warps, num_stages in configs:
                             variants.append(dict(kernel=kernel, arch=arch, head_dim=head_dim, dtype=dtype,
                                                  causal=causal, BLOCK_M=block_m, BLOCK_N=block_n,
@@ -174,6 +197,13 @@ def variant_key(variant):
 # ----------------------------------------------------------------------------------------------
 # Compiling one variant (in a worker process)
 # ----------------------------------------------------------------------------------------------
+def _deberta_terms(kernel):
+    """(HAS_C2P, HAS_P2C) of a DeBERTa kernel's report name; (None, None) for the others."""
+    if kernel not in DEBERTA_KERNELS:
+        return None, None
+    return DEBERTA_TERMS[next((terms for terms in DEBERTA_TERMS if terms and kernel.endswith(terms)), "")]
+
+
 def _signature(function, variant):
     """ASTSource arguments for one variant: (signature, constexprs, attrs)."""
     import triton.language as tl
@@ -183,6 +213,8 @@ def _signature(function, variant):
     constexpr_values = {
         "HEAD_DIM": variant["head_dim"],
         "CAUSAL": variant["causal"],
+        "HAS_C2P": _deberta_terms(variant["kernel"])[0],
+        "HAS_P2C": _deberta_terms(variant["kernel"])[1],
         "BLOCK_M": variant["BLOCK_M"],
         "BLOCK_N": variant["BLOCK_N"],
         "BLOCK_T": variant["BLOCK_M"],
@@ -202,6 +234,8 @@ def _signature(function, variant):
             signature[name] = f"*{dtype}"
         elif name in _FP32_TENSOR_ARGS:
             signature[name] = "*fp32"
+        elif name in _TABLE_ARGS:
+            signature[name] = "*fp32" if dtype == "fp16" else f"*{dtype}"
         elif name in _INT32_TENSOR_ARGS:
             signature[name] = "*i32"
         elif name in _FLOAT_ARGS:

@@ -668,12 +668,16 @@ def _device_limits(device):
 
 
 def _prune_configs(kernel):
-    """An early_config_prune hook for triton.autotune: keep the configs that compile cleanly."""
+    """An early_config_prune hook for triton.autotune: keep the configs that compile cleanly.
+
+    `kernel` is the kernel's name in the compile table, or a function of the launch's constexprs
+    that returns it (DeBERTa's kernels: one name per set of relative terms)."""
 
     def prune(configs, named_args, **kwargs):
         q = named_args["Q"]
         arch, shared_limit = _device_limits(q.device)
-        variant = (kernel, arch, kwargs["HEAD_DIM"], _DTYPE_NAMES[q.dtype], kwargs["CAUSAL"])
+        name = kernel(kwargs) if callable(kernel) else kernel
+        variant = (name, arch, kwargs["HEAD_DIM"], _DTYPE_NAMES[q.dtype], kwargs.get("CAUSAL", False))
         measured = _AOT_TABLE.get(variant, {})
         kept = [config for config in configs if _compiles_cleanly(measured.get(_config_tuple(config)), shared_limit)]
         if kept:

@@ -420,9 +420,12 @@ def _deberta_backward_dq_kernel(
 # (BLOCK_M, BLOCK_N, num_warps, num_stages): the shapes of kernels/attention.py, fewer and a
 # stage lighter, since every score tile also holds two gathered index tiles and two table tiles.
 # Pruned per architecture by the same compile table (python -m kernels.aot).
-_DEBERTA_FORWARD_BLOCKS = [(128, 64, 8, 2), (64, 64, 4, 2), (64, 32, 4, 2), (32, 32, 4, 1)]
-_DEBERTA_DKDV_BLOCKS = [(32, 128, 8, 2), (32, 64, 4, 2), (16, 64, 4, 2), (16, 32, 4, 1)]
-_DEBERTA_DQ_BLOCKS = [(128, 32, 8, 2), (64, 32, 4, 2), (64, 64, 8, 2), (32, 32, 4, 1)]
+_DEBERTA_FORWARD_BLOCKS = [(128, 64, 8, 2), (64, 64, 4, 2), (64, 32, 4, 2), (32, 32, 4, 1), (32, 32, 8, 1),
+                           (16, 16, 4, 1)]
+_DEBERTA_DKDV_BLOCKS = [(32, 128, 8, 2), (32, 64, 4, 2), (16, 64, 4, 2), (16, 32, 4, 1), (16, 32, 8, 1),
+                        (16, 16, 4, 1)]
+_DEBERTA_DQ_BLOCKS = [(128, 32, 8, 2), (64, 32, 4, 2), (64, 64, 8, 2), (32, 32, 4, 1), (32, 32, 8, 1),
+                      (16, 16, 4, 1)]
 _DEBERTA_AUTOTUNE_KEY = ["HEAD_DIM", "HAS_C2P", "HAS_P2C", "max_seqlen_bucket"]
 
 _DEBERTA_FORWARD_CONFIGS = _configs(_DEBERTA_FORWARD_BLOCKS, _fill_query_tiles)
@@ -431,8 +434,15 @@ _DEBERTA_DQ_CONFIGS = _configs(_DEBERTA_DQ_BLOCKS, _fill_query_tiles)
 
 
 def _autotune(kernel, configs, name):
+    """Autotuned over the configs that compile cleanly for the variant's relative terms: the compile
+    table (python -m kernels.aot) names them deberta_<kernel>, _c2p or _p2c (one term only)."""
+
+    def table_name(constexprs):
+        one_term = {(True, False): "_c2p", (False, True): "_p2c"}
+        return name + one_term.get((constexprs["HAS_C2P"], constexprs["HAS_P2C"]), "")
+
     return triton.autotune(configs=configs, key=_DEBERTA_AUTOTUNE_KEY,
-                           prune_configs_by={"early_config_prune": _prune_configs(name)})(kernel)
+                           prune_configs_by={"early_config_prune": _prune_configs(table_name)})(kernel)
 
 
 _forward_autotuned = _autotune(_deberta_forward_kernel, _DEBERTA_FORWARD_CONFIGS, "deberta_forward")

@@ -1,7 +1,7 @@
 """The compile report (kernels/aot.py) and the table behind the autotuner's pruning (kernels/_aot_table.py).
 
-A full cold sweep compiles ~900 variants (every kernel, head dim, dtype, causal flag, autotune
-config and architecture): many minutes on two cores, too slow for CI. So the full sweep is
+A full cold sweep compiles ~2,500 variants (every kernel, head dim, dtype, causal flag or
+DeBERTa term set, autotune config and architecture): many minutes on two cores, too slow for CI. So the full sweep is
 committed, as kernels/_aot_table.py (`python -m kernels.aot --write-table`), and checked here:
 
 * it is current: it was generated from the kernels' present source (a hash of every
@@ -11,9 +11,9 @@ committed, as kernels/_aot_table.py (`python -m kernels.aot --write-table`), and
   (no spill, fits in shared memory), and no config the autotuner may pick spills;
 * it is truthful: a deterministic sample is compiled afresh, with an empty Triton cache, and
   must reproduce the table's registers, spill and shared memory exactly. The sample is, per
-  kernel and architecture, the pickable config with the most registers (the one closest to
-  spilling) and three more pickable ones drawn with a fixed seed: ~40 compiles, ~20 s on two
-  cores.
+  kernel and architecture (DeBERTa's three term sets counted as one kernel), the pickable
+  config with the most registers (the one closest to spilling) and three more pickable ones
+  drawn with a fixed seed: ~60 compiles, ~30 s on two cores.
 
 No GPU needed: Triton compiles for a GPUTarget, with the ptxas and cuobjdump from its wheel.
 """
@@ -32,7 +32,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 import triton  # noqa: E402
 
-from kernels import _aot_table, aot, attention  # noqa: E402
+from kernels import _aot_table, aot, attention, deberta  # noqa: E402
 
 REGENERATE = "regenerate it with `python -m kernels.aot --write-table`"
 
@@ -79,23 +79,36 @@ def test_the_autotuner_never_picks_a_config_that_spills():
     assert picked > len(table_rows()) // 2  # pruning drops the bad configs, not most of them
 
 
+# (kernel name in the table, its autotuner, [(constexprs of a launch, the causal field of its rows)])
+CAUSAL_LAUNCHES = [(dict(CAUSAL=causal), causal) for causal in (False, True)]
+DEBERTA_LAUNCHES = {terms: (dict(HAS_C2P=c2p, HAS_P2C=p2c), False) for terms, (c2p, p2c) in aot.DEBERTA_TERMS.items()}
+AUTOTUNED = [("forward", attention._forward_autotuned, CAUSAL_LAUNCHES),
+             ("backward_dkdv", attention._dkdv_autotuned, CAUSAL_LAUNCHES),
+             ("backward_dq", attention._dq_autotuned, CAUSAL_LAUNCHES)]
+AUTOTUNED += [(f"deberta_{kernel}{terms}", autotuner, [launch])
+              for kernel, autotuner in (("forward", deberta._forward_autotuned),
+                                        ("backward_dkdv", deberta._dkdv_autotuned),
+                                        ("backward_dq", deberta._dq_autotuned))
+              for terms, launch in DEBERTA_LAUNCHES.items()]
+
+
 @pytest.mark.parametrize("arch", sorted(aot.ARCHS))
 def test_prune_hook_keeps_exactly_the_clean_configs(monkeypatch, arch):
-    """The early_config_prune hook the autotuners run, on a (pretend) GPU of each architecture."""
+    """The early_config_prune hook the autotuners run, on a (pretend) GPU of each architecture;
+    DeBERTa's hooks read the rows of the kernel name that matches the launch's relative terms."""
     monkeypatch.setattr(attention, "_device_limits", lambda device: (arch, attention._SHARED_MEMORY_LIMITS[arch]))
-    autotuned = {"forward": attention._forward_autotuned, "backward_dkdv": attention._dkdv_autotuned,
-                 "backward_dq": attention._dq_autotuned}
     rows = table_rows()
-    for kernel, autotuner in autotuned.items():
+    assert {kernel for kernel, _, _ in AUTOTUNED} == set(aot.KERNELS) - {"backward_preprocess"}
+    for kernel, autotuner, launches in AUTOTUNED:
         for dtype, torch_dtype in (("fp16", torch.float16), ("bf16", torch.bfloat16), ("fp32", torch.float32)):
             for head_dim in attention.SUPPORTED_HEAD_DIMS:
-                for causal in (False, True):
+                for constexprs, causal in launches:
                     kept = autotuner.early_config_prune(autotuner.configs, {"Q": torch.empty(0, dtype=torch_dtype)},
-                                                        HEAD_DIM=head_dim, CAUSAL=causal)
+                                                        HEAD_DIM=head_dim, **constexprs)
                     expected = {(row["BLOCK_M"], row["BLOCK_N"], row["num_warps"], row["num_stages"]) for row in rows
                                 if variant_of(row) == (kernel, arch, head_dim, dtype, causal)
                                 and attention._autotune_may_pick(row)}
-                    assert {attention._config_tuple(config) for config in kept} == expected
+                    assert expected and {attention._config_tuple(config) for config in kept} == expected
 
 
 def sample_variants():
@@ -108,7 +121,9 @@ def sample_variants():
     groups = defaultdict(list)
     for row in rows:
         if attention._autotune_may_pick(row):
-            groups[(row["kernel"], row["arch"])].append(row)
+            # DeBERTa's three term sets are one kernel's code: one group, so the sample stays small
+            kernel = row["kernel"].removesuffix("_c2p").removesuffix("_p2c")
+            groups[(kernel, row["arch"])].append(row)
     chosen = []
     for _, pickable in sorted(groups.items()):
         chosen.append(max(pickable, key=lambda row: (row["registers"], str(aot.variant_key(row)))))

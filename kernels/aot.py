@@ -54,13 +54,15 @@ ARCHS = {"sm_80": 80, "sm_90": 90}
 # Largest dynamic shared memory one block may opt into (cudaFuncAttributeMaxDynamicSharedMemorySize).
 SHARED_LIMITS = {"sm_80": 163 * 1024, "sm_90": 227 * 1024}
 DTYPES = ("fp16", "bf16", "fp32")
-# DeBERTa's kernels (kernels/deberta.py) are never causal. Which relative terms they add is a
-# compile-time flag, so each term set is a kernel of its own in the report: "deberta_forward" adds
-# both (every published DeBERTa-v2/v3 reward model: pos_att_type "p2c|c2p"), "deberta_forward_c2p"
-# and "deberta_forward_p2c" one each.
-DEBERTA_TERMS = {"": (True, True), "_c2p": (True, False), "_p2c": (False, True)}
-DEBERTA_KERNELS = tuple(f"deberta_{kernel}{terms}" for kernel in ("forward", "backward_dkdv", "backward_dq")
-                        for terms in DEBERTA_TERMS)
+# DeBERTa's kernels (kernels/deberta.py) are never causal. Which relative terms they add, and
+# attention dropout, are compile-time flags, so each set is a kernel of its own in the report:
+# "deberta_forward" adds both terms (every published DeBERTa-v2/v3 reward model: pos_att_type
+# "p2c|c2p"), "deberta_forward_c2p" and "_p2c" one each, "deberta_forward_dropout" both terms with
+# attention dropout (training such a model). Names: kernels.deberta.table_name.
+DEBERTA_FLAGS = {"": (True, True, False), "_c2p": (True, False, False), "_p2c": (False, True, False),
+                 "_dropout": (True, True, True)}  # name suffix: (HAS_C2P, HAS_P2C, DROPOUT)
+DEBERTA_KERNELS = tuple(f"deberta_{kernel}{suffix}" for kernel in ("forward", "backward_dkdv", "backward_dq")
+                        for suffix in DEBERTA_FLAGS)
 KERNELS = ("forward", "backward_preprocess", "backward_dkdv", "backward_dq") + DEBERTA_KERNELS
 FIELDS = ("kernel", "arch", "head_dim", "dtype", "causal", "BLOCK_M", "BLOCK_N", "num_warps", "num_stages",
           "compiled", "registers", "spill_bytes", "shared_bytes", "autotune")
@@ -75,9 +77,9 @@ _TENSOR_ARGS = {"Q", "K", "V", "Out", "dOut", "dQ", "dK", "dV"}
 _FP32_TENSOR_ARGS = {"LSE", "Delta", "dC2P", "dP2C"}
 _TABLE_ARGS = {"C2P", "P2C"}  # DeBERTa's relative tables: fp32 for fp16 inputs, the input dtype otherwise
 _INT32_TENSOR_ARGS = {"cu_seqlens", "tile_seq", "seq_first_tile", "C2P_ROWS", "P2C_ROWS"}
-_FLOAT_ARGS = {"softmax_scale", "softmax_scale_log2"}
+_FLOAT_ARGS = {"softmax_scale", "softmax_scale_log2", "dropout_p"}
 _INT_ARGS = {"stride_token", "stride_head", "total_tokens", "max_seqlen_bucket", "num_seqs", "stride_table_head",
-             "stride_table", "distance_offset"}
+             "stride_table", "distance_offset", "dropout_seed"}
 # At launch Triton marks an int argument divisible by 16 (and a pointer 16-byte aligned) as
 # such and specialises the kernel on it. These always are: torch allocations are aligned, the
 # kernels' tensors are contiguous (total_tokens, heads, head_dim) with head_dim in 16..128, and
@@ -105,9 +107,9 @@ def kernel_functions():
         "backward_preprocess": attention._attention_backward_preprocess_kernel,
         "backward_dkdv": attention._attention_backward_dkdv_kernel,
         "backward_dq": attention._attention_backward_dq_kernel,
-        **{f"deberta_forward{terms}": deberta._deberta_forward_kernel for terms in DEBERTA_TERMS},
-        **{f"deberta_backward_dkdv{terms}": deberta._deberta_backward_dkdv_kernel for terms in DEBERTA_TERMS},
-        **{f"deberta_backward_dq{terms}": deberta._deberta_backward_dq_kernel for terms in DEBERTA_TERMS},
+        **{f"deberta_forward{suffix}": deberta._deberta_forward_kernel for suffix in DEBERTA_FLAGS},
+        **{f"deberta_backward_dkdv{suffix}": deberta._deberta_backward_dkdv_kernel for suffix in DEBERTA_FLAGS},
+        **{f"deberta_backward_dq{suffix}": deberta._deberta_backward_dq_kernel for suffix in DEBERTA_FLAGS},
     }
 
 
@@ -124,9 +126,9 @@ def kernel_configs():
         "backward_preprocess": [(attention._PREPROCESS_BLOCK_T, None, 4, 3)],
         "backward_dkdv": tuples(attention._DKDV_CONFIGS),
         "backward_dq": tuples(attention._DQ_CONFIGS),
-        **{f"deberta_forward{terms}": tuples(deberta._DEBERTA_FORWARD_CONFIGS) for terms in DEBERTA_TERMS},
-        **{f"deberta_backward_dkdv{terms}": tuples(deberta._DEBERTA_DKDV_CONFIGS) for terms in DEBERTA_TERMS},
-        **{f"deberta_backward_dq{terms}": tuples(deberta._DEBERTA_DQ_CONFIGS) for terms in DEBERTA_TERMS},
+        **{f"deberta_forward{suffix}": tuples(deberta._DEBERTA_FORWARD_CONFIGS) for suffix in DEBERTA_FLAGS},
+        **{f"deberta_backward_dkdv{suffix}": tuples(deberta._DEBERTA_DKDV_CONFIGS) for suffix in DEBERTA_FLAGS},
+        **{f"deberta_backward_dq{suffix}": tuples(deberta._DEBERTA_DQ_CONFIGS) for suffix in DEBERTA_FLAGS},
     }
 
 
@@ -197,11 +199,11 @@ def variant_key(variant):
 # ----------------------------------------------------------------------------------------------
 # Compiling one variant (in a worker process)
 # ----------------------------------------------------------------------------------------------
-def _deberta_terms(kernel):
-    """(HAS_C2P, HAS_P2C) of a DeBERTa kernel's report name; (None, None) for the others."""
+def _deberta_flags(kernel):
+    """(HAS_C2P, HAS_P2C, DROPOUT) of a DeBERTa kernel's report name; Nones for the others."""
     if kernel not in DEBERTA_KERNELS:
-        return None, None
-    return DEBERTA_TERMS[next((terms for terms in DEBERTA_TERMS if terms and kernel.endswith(terms)), "")]
+        return None, None, None
+    return DEBERTA_FLAGS[next((suffix for suffix in DEBERTA_FLAGS if suffix and kernel.endswith(suffix)), "")]
 
 
 def _signature(function, variant):
@@ -213,8 +215,9 @@ def _signature(function, variant):
     constexpr_values = {
         "HEAD_DIM": variant["head_dim"],
         "CAUSAL": variant["causal"],
-        "HAS_C2P": _deberta_terms(variant["kernel"])[0],
-        "HAS_P2C": _deberta_terms(variant["kernel"])[1],
+        "HAS_C2P": _deberta_flags(variant["kernel"])[0],
+        "HAS_P2C": _deberta_flags(variant["kernel"])[1],
+        "DROPOUT": _deberta_flags(variant["kernel"])[2],
         "BLOCK_M": variant["BLOCK_M"],
         "BLOCK_N": variant["BLOCK_N"],
         "BLOCK_T": variant["BLOCK_M"],

@@ -290,7 +290,8 @@ def print_table(rows, columns, formats=None):
         print("  ".join(cell(row[column], column).rjust(width) for column, width in zip(columns, widths)))
 
 
-def plot(real_rows, fixed_rows, path):
+def _pyplot(path):
+    """matplotlib.pyplot without a display, or None (said in one line) where matplotlib is missing."""
     try:
         import matplotlib
 
@@ -298,6 +299,13 @@ def plot(real_rows, fixed_rows, path):
         import matplotlib.pyplot as plt
     except ImportError:
         print(f"\nmatplotlib is not installed: skipped the plot ({path}).")
+        return None
+    return plt
+
+
+def plot(real_rows, fixed_rows, path):
+    plt = _pyplot(path)
+    if plt is None:
         return
 
     panels = [(head_dim, causal) for head_dim in FIXED_HEAD_DIMS for causal in ("no", "yes")]
@@ -542,13 +550,8 @@ def bench_deberta_fixed_lengths(args, dtype):
 
 
 def plot_deberta(real_rows, fixed_rows, path):
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print(f"\nmatplotlib is not installed: skipped the plot ({path}).")
+    plt = _pyplot(path)
+    if plt is None:
         return
 
     metrics = [("ms", "milliseconds"), ("MiB", "peak MiB")]

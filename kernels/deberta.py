@@ -55,6 +55,12 @@ dK/dV per key block, then dQ per query block), all sharing attention.py's helper
 softmax and every accumulator stay in fp32 (DeBERTa is known to overflow fp16); for fp16 inputs
 the tables are fp32 too.
 
+Attention dropout (training): each probability gets one Philox draw (tl.rand) keyed by the seed
+plus the head and counted by query token * max_seqlen + key, so the forward and both backward
+kernels draw the same numbers whatever their tiles, and no mask is stored. The softmax sums
+every probability; the output and dV see the kept ones, scaled by 1 / (1 - p); dP reaches only
+them; delta = rowsum(dO * O) is unchanged. A compile-time flag: inference kernels carry none of it.
+
 Gradients: dQ, dK, dV from the kernels; d(c2p_table) and d(p2c_table) from the dQ and dK/dV
 kernels with tl.atomic_add, and from them the gradients of Q, K, Pk and Pq through the two
 GEMMs (autograd). Float atomics add in no fixed order, so the relative gradients can differ in
@@ -135,6 +141,18 @@ def _scatter_relative(d_scores, dTABLE, ROWS, owners, others, owner_is_query: tl
 
 
 @triton.jit
+def _dropout_keep(dropout_seed, query_tokens, keys, max_seqlen, dropout_p):
+    """Which attention probabilities dropout keeps (True) for the tile's (query, key) pairs.
+
+    One uniform draw per (head, query token, key) from Philox, keyed by the seed plus the head
+    and counted by query_token * max_seqlen + key: the forward and both backward kernels draw
+    the same numbers whatever their tile shapes. query_tokens are packed token indices, keys
+    positions inside the sequence, shaped to broadcast to the tile as in _relative_scores.
+    """
+    return tl.rand(dropout_seed + tl.program_id(1), query_tokens * max_seqlen + keys) >= dropout_p
+
+
+@triton.jit
 def _table_offset(seq_start, stride_table_head, stride_table):
     """Offset of (token 0 of the sequence, this program's head) in a (heads, tokens, n) table."""
     return tl.program_id(1).to(tl.int64) * stride_table_head + seq_start.to(tl.int64) * stride_table
@@ -145,10 +163,10 @@ def _table_offset(seq_start, stride_table_head, stride_table):
 # ----------------------------------------------------------------------------------------------
 @triton.jit
 def _deberta_forward_key_blocks(acc, row_max, row_sum, q, K, V, C2P, P2C, C2P_ROWS, P2C_ROWS, offs_m, offs_d,
-                                stride_token, stride_table, distance_offset, seq_len, softmax_scale_log2,
-                                key_begin, key_end,
-                                HAS_C2P: tl.constexpr, HAS_P2C: tl.constexpr, MASKED: tl.constexpr,
-                                DOT_PRECISION: tl.constexpr, BLOCK_N: tl.constexpr):
+                                stride_token, stride_table, distance_offset, seq_start, seq_len, softmax_scale_log2,
+                                dropout_p, dropout_seed, key_begin, key_end,
+                                HAS_C2P: tl.constexpr, HAS_P2C: tl.constexpr, DROPOUT: tl.constexpr,
+                                MASKED: tl.constexpr, DOT_PRECISION: tl.constexpr, BLOCK_N: tl.constexpr):
     """Online softmax over the key blocks [key_begin, key_end) of one query block (MASKED: the
     partial block at the sequence end)."""
     for key_start in tl.range(key_begin, key_end, BLOCK_N, num_stages=1 if MASKED else None):
@@ -169,6 +187,10 @@ def _deberta_forward_key_blocks(acc, row_max, row_sum, q, K, V, C2P, P2C, C2P_RO
         rescale = tl.exp2(row_max - new_max)
         row_sum = row_sum * rescale + tl.sum(probs, 1)
         acc = acc * rescale[:, None]
+        if DROPOUT:  # the softmax sums every probability; only the kept ones reach the output
+            keep = _dropout_keep(dropout_seed, seq_start + offs_m[:, None], offs_key[None, :], distance_offset + 1,
+                                 dropout_p)
+            probs = tl.where(keep, probs / (1.0 - dropout_p), 0.0)
         acc = tl.dot(probs.to(v.dtype), v, acc, input_precision=DOT_PRECISION)
         row_max = new_max
     return acc, row_max, row_sum
@@ -182,6 +204,7 @@ def _deberta_forward_kernel(
     cu_seqlens,
     tile_seq, seq_first_tile, num_seqs,  # the tile map (kernels/attention.py, _locate_tile)
     softmax_scale_log2,
+    dropout_p, dropout_seed,  # attention dropout (used with DROPOUT only)
     stride_token, stride_head,  # of Q, K, V and Out (all contiguous)
     stride_table_head, stride_table,  # of the tables: per head, per token (rows are contiguous)
     distance_offset,  # max_seqlen - 1
@@ -190,6 +213,7 @@ def _deberta_forward_kernel(
     HEAD_DIM: tl.constexpr,
     HAS_C2P: tl.constexpr,
     HAS_P2C: tl.constexpr,
+    DROPOUT: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
@@ -219,11 +243,12 @@ def _deberta_forward_kernel(
     interior_end = seq_len // BLOCK_N * BLOCK_N
     acc, row_max, row_sum = _deberta_forward_key_blocks(
         acc, row_max, row_sum, q, K, V, C2P, P2C, C2P_ROWS, P2C_ROWS, offs_m, offs_d, stride_token, stride_table,
-        distance_offset, seq_len, softmax_scale_log2, 0, interior_end, HAS_C2P, HAS_P2C, False, DOT_PRECISION, BLOCK_N)
+        distance_offset, seq_start, seq_len, softmax_scale_log2, dropout_p, dropout_seed, 0, interior_end,
+        HAS_C2P, HAS_P2C, DROPOUT, False, DOT_PRECISION, BLOCK_N)
     acc, row_max, row_sum = _deberta_forward_key_blocks(
         acc, row_max, row_sum, q, K, V, C2P, P2C, C2P_ROWS, P2C_ROWS, offs_m, offs_d, stride_token, stride_table,
-        distance_offset, seq_len, softmax_scale_log2, interior_end, seq_len, HAS_C2P, HAS_P2C, True, DOT_PRECISION,
-        BLOCK_N)
+        distance_offset, seq_start, seq_len, softmax_scale_log2, dropout_p, dropout_seed, interior_end, seq_len,
+        HAS_C2P, HAS_P2C, DROPOUT, True, DOT_PRECISION, BLOCK_N)
 
     _store_rows(Out, offs_m, offs_d, stride_token, seq_len, acc / row_sum[:, None])
     lse = (row_max + tl.log2(row_sum)) / _LOG2E  # natural-log units, as kernels/attention.py keeps it
@@ -238,10 +263,10 @@ def _deberta_forward_kernel(
 # ----------------------------------------------------------------------------------------------
 @triton.jit
 def _deberta_dkdv_query_block(dk, dv, k, v, Q, dOut, LSE, Delta, C2P, P2C, dP2C, C2P_ROWS, P2C_ROWS, offs_key,
-                              offs_d, stride_token, stride_table, distance_offset, seq_len, softmax_scale,
-                              query_start,
-                              HAS_C2P: tl.constexpr, HAS_P2C: tl.constexpr, MASKED: tl.constexpr,
-                              DOT_PRECISION: tl.constexpr, BLOCK_M: tl.constexpr):
+                              offs_d, stride_token, stride_table, distance_offset, seq_start, seq_len, softmax_scale,
+                              dropout_p, dropout_seed, query_start,
+                              HAS_C2P: tl.constexpr, HAS_P2C: tl.constexpr, DROPOUT: tl.constexpr,
+                              MASKED: tl.constexpr, DOT_PRECISION: tl.constexpr, BLOCK_M: tl.constexpr):
     """dK, dV (and dP2C) contributions of the query block at query_start to one key block,
     computed transposed, (keys x queries), as kernels/attention.py does."""
     offs_query = _row_offsets(query_start, BLOCK_M)
@@ -259,8 +284,15 @@ def _deberta_dkdv_query_block(dk, dv, k, v, Q, dOut, LSE, Delta, C2P, P2C, dP2C,
     if MASKED:
         probs_t = tl.where((offs_query < seq_len)[None, :], probs_t, 0.0)
 
-    dv = tl.dot(probs_t.to(d_out.dtype), d_out, dv, input_precision=DOT_PRECISION)
     d_probs_t = tl.dot(v, tl.trans(d_out), input_precision=DOT_PRECISION)
+    if DROPOUT:  # dV sees the kept probabilities; dP reaches only them
+        keep_t = _dropout_keep(dropout_seed, seq_start + offs_query[None, :], offs_key[:, None], distance_offset + 1,
+                               dropout_p)
+        dv = tl.dot(tl.where(keep_t, probs_t / (1.0 - dropout_p), 0.0).to(d_out.dtype), d_out, dv,
+                    input_precision=DOT_PRECISION)
+        d_probs_t = tl.where(keep_t, d_probs_t / (1.0 - dropout_p), 0.0)
+    else:
+        dv = tl.dot(probs_t.to(d_out.dtype), d_out, dv, input_precision=DOT_PRECISION)
     d_scores_t = probs_t * (d_probs_t - delta[None, :])  # dS^T, without the scale
     dk = tl.dot(d_scores_t.to(q.dtype), q, dk, input_precision=DOT_PRECISION)
     if HAS_P2C:
@@ -277,6 +309,7 @@ def _deberta_backward_dkdv_kernel(
     cu_seqlens,
     tile_seq, seq_first_tile, num_seqs,  # the tile map over key blocks
     softmax_scale,
+    dropout_p, dropout_seed,
     stride_token, stride_head,
     stride_table_head, stride_table,  # shared by C2P, P2C and dP2C
     distance_offset,
@@ -285,6 +318,7 @@ def _deberta_backward_dkdv_kernel(
     HEAD_DIM: tl.constexpr,
     HAS_C2P: tl.constexpr,
     HAS_P2C: tl.constexpr,
+    DROPOUT: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr,  # queries per inner-loop step
     BLOCK_N: tl.constexpr,  # keys per program
@@ -318,13 +352,13 @@ def _deberta_backward_dkdv_kernel(
     for query_start in range(0, interior_end, BLOCK_M):
         dk, dv = _deberta_dkdv_query_block(
             dk, dv, k, v, Q, dOut, LSE, Delta, C2P, P2C, dP2C, C2P_ROWS, P2C_ROWS, offs_key, offs_d, stride_token,
-            stride_table, distance_offset, seq_len, softmax_scale, tl.multiple_of(query_start, BLOCK_M),
-            HAS_C2P, HAS_P2C, False, DOT_PRECISION, BLOCK_M)
+            stride_table, distance_offset, seq_start, seq_len, softmax_scale, dropout_p, dropout_seed,
+            tl.multiple_of(query_start, BLOCK_M), HAS_C2P, HAS_P2C, DROPOUT, False, DOT_PRECISION, BLOCK_M)
     for query_start in tl.range(interior_end, seq_len, BLOCK_M, num_stages=1):
         dk, dv = _deberta_dkdv_query_block(
             dk, dv, k, v, Q, dOut, LSE, Delta, C2P, P2C, dP2C, C2P_ROWS, P2C_ROWS, offs_key, offs_d, stride_token,
-            stride_table, distance_offset, seq_len, softmax_scale, tl.multiple_of(query_start, BLOCK_M),
-            HAS_C2P, HAS_P2C, True, DOT_PRECISION, BLOCK_M)
+            stride_table, distance_offset, seq_start, seq_len, softmax_scale, dropout_p, dropout_seed,
+            tl.multiple_of(query_start, BLOCK_M), HAS_C2P, HAS_P2C, DROPOUT, True, DOT_PRECISION, BLOCK_M)
 
     _store_rows(dK, offs_key, offs_d, stride_token, seq_len, dk * softmax_scale)
     _store_rows(dV, offs_key, offs_d, stride_token, seq_len, dv)
@@ -332,9 +366,10 @@ def _deberta_backward_dkdv_kernel(
 
 @triton.jit
 def _deberta_dq_key_blocks(dq, q, d_out, lse_log2, delta, K, V, C2P, P2C, dC2P, C2P_ROWS, P2C_ROWS, offs_m, offs_d,
-                           stride_token, stride_table, distance_offset, seq_len, softmax_scale, key_begin, key_end,
-                           HAS_C2P: tl.constexpr, HAS_P2C: tl.constexpr, MASKED: tl.constexpr,
-                           DOT_PRECISION: tl.constexpr, BLOCK_N: tl.constexpr):
+                           stride_token, stride_table, distance_offset, seq_start, seq_len, softmax_scale, dropout_p,
+                           dropout_seed, key_begin, key_end,
+                           HAS_C2P: tl.constexpr, HAS_P2C: tl.constexpr, DROPOUT: tl.constexpr,
+                           MASKED: tl.constexpr, DOT_PRECISION: tl.constexpr, BLOCK_N: tl.constexpr):
     """dQ (and dC2P) contributions of the key blocks [key_begin, key_end) to one query block."""
     for key_start in tl.range(key_begin, key_end, BLOCK_N, num_stages=1 if MASKED else None):
         offs_key = _row_offsets(tl.multiple_of(key_start, BLOCK_N), BLOCK_N)
@@ -349,6 +384,10 @@ def _deberta_dq_key_blocks(dq, q, d_out, lse_log2, delta, K, V, C2P, P2C, dC2P, 
             probs = tl.where((offs_key < seq_len)[None, :], probs, 0.0)
 
         d_probs = tl.dot(d_out, tl.trans(v), input_precision=DOT_PRECISION)
+        if DROPOUT:
+            keep = _dropout_keep(dropout_seed, seq_start + offs_m[:, None], offs_key[None, :], distance_offset + 1,
+                                 dropout_p)
+            d_probs = tl.where(keep, d_probs / (1.0 - dropout_p), 0.0)
         d_scores = probs * (d_probs - delta[:, None])
         dq = tl.dot(d_scores.to(k.dtype), k, dq, input_precision=DOT_PRECISION)
         if HAS_C2P:
@@ -365,6 +404,7 @@ def _deberta_backward_dq_kernel(
     cu_seqlens,
     tile_seq, seq_first_tile, num_seqs,  # the tile map over query blocks
     softmax_scale,
+    dropout_p, dropout_seed,
     stride_token, stride_head,
     stride_table_head, stride_table,
     distance_offset,
@@ -373,6 +413,7 @@ def _deberta_backward_dq_kernel(
     HEAD_DIM: tl.constexpr,
     HAS_C2P: tl.constexpr,
     HAS_P2C: tl.constexpr,
+    DROPOUT: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr,  # queries per program
     BLOCK_N: tl.constexpr,  # keys per inner-loop step
@@ -406,11 +447,13 @@ def _deberta_backward_dq_kernel(
 
     interior_end = seq_len // BLOCK_N * BLOCK_N
     dq = _deberta_dq_key_blocks(dq, q, d_out, lse_log2, delta, K, V, C2P, P2C, dC2P, C2P_ROWS, P2C_ROWS, offs_m,
-                                offs_d, stride_token, stride_table, distance_offset, seq_len, softmax_scale,
-                                0, interior_end, HAS_C2P, HAS_P2C, False, DOT_PRECISION, BLOCK_N)
+                                offs_d, stride_token, stride_table, distance_offset, seq_start, seq_len, softmax_scale,
+                                dropout_p, dropout_seed, 0, interior_end, HAS_C2P, HAS_P2C, DROPOUT, False,
+                                DOT_PRECISION, BLOCK_N)
     dq = _deberta_dq_key_blocks(dq, q, d_out, lse_log2, delta, K, V, C2P, P2C, dC2P, C2P_ROWS, P2C_ROWS, offs_m,
-                                offs_d, stride_token, stride_table, distance_offset, seq_len, softmax_scale,
-                                interior_end, seq_len, HAS_C2P, HAS_P2C, True, DOT_PRECISION, BLOCK_N)
+                                offs_d, stride_token, stride_table, distance_offset, seq_start, seq_len, softmax_scale,
+                                dropout_p, dropout_seed, interior_end, seq_len, HAS_C2P, HAS_P2C, DROPOUT, True,
+                                DOT_PRECISION, BLOCK_N)
     _store_rows(dQ, offs_m, offs_d, stride_token, seq_len, dq * softmax_scale)
 
 
@@ -426,69 +469,88 @@ _DEBERTA_DKDV_BLOCKS = [(32, 128, 8, 2), (32, 64, 4, 2), (16, 64, 4, 2), (16, 32
                         (16, 16, 4, 1)]
 _DEBERTA_DQ_BLOCKS = [(128, 32, 8, 2), (64, 32, 4, 2), (64, 64, 8, 2), (32, 32, 4, 1), (32, 32, 8, 1),
                       (16, 16, 4, 1)]
-_DEBERTA_AUTOTUNE_KEY = ["HEAD_DIM", "HAS_C2P", "HAS_P2C", "max_seqlen_bucket"]
+_DEBERTA_AUTOTUNE_KEY = ["HEAD_DIM", "HAS_C2P", "HAS_P2C", "DROPOUT", "max_seqlen_bucket"]
 
 _DEBERTA_FORWARD_CONFIGS = _configs(_DEBERTA_FORWARD_BLOCKS, _fill_query_tiles)
 _DEBERTA_DKDV_CONFIGS = _configs(_DEBERTA_DKDV_BLOCKS, _fill_key_tiles)
 _DEBERTA_DQ_CONFIGS = _configs(_DEBERTA_DQ_BLOCKS, _fill_query_tiles)
 
 
-def _autotune(kernel, configs, name):
-    """Autotuned over the configs that compile cleanly for the variant's relative terms: the compile
-    table (python -m kernels.aot) names them deberta_<kernel>, _c2p or _p2c (one term only)."""
+def table_name(kernel, has_c2p, has_p2c, dropout):
+    """A variant's kernel name in the compile table (python -m kernels.aot): deberta_<kernel> with
+    both relative terms, then _c2p or _p2c with one, and _dropout with attention dropout."""
+    one_term = {(True, False): "_c2p", (False, True): "_p2c"}.get((has_c2p, has_p2c), "")
+    return f"deberta_{kernel}{one_term}{'_dropout' if dropout else ''}"
 
-    def table_name(constexprs):
-        one_term = {(True, False): "_c2p", (False, True): "_p2c"}
-        return name + one_term.get((constexprs["HAS_C2P"], constexprs["HAS_P2C"]), "")
+
+def _autotune(kernel, configs, name):
+    """Autotuned over the configs that compile cleanly for the launch's variant (table_name)."""
+
+    def launch_name(constexprs):
+        return table_name(name, constexprs["HAS_C2P"], constexprs["HAS_P2C"], constexprs["DROPOUT"])
 
     return triton.autotune(configs=configs, key=_DEBERTA_AUTOTUNE_KEY,
-                           prune_configs_by={"early_config_prune": _prune_configs(table_name)})(kernel)
+                           prune_configs_by={"early_config_prune": _prune_configs(launch_name)})(kernel)
 
 
-_forward_autotuned = _autotune(_deberta_forward_kernel, _DEBERTA_FORWARD_CONFIGS, "deberta_forward")
-_dkdv_autotuned = _autotune(_deberta_backward_dkdv_kernel, _DEBERTA_DKDV_CONFIGS, "deberta_backward_dkdv")
-_dq_autotuned = _autotune(_deberta_backward_dq_kernel, _DEBERTA_DQ_CONFIGS, "deberta_backward_dq")
+_forward_autotuned = _autotune(_deberta_forward_kernel, _DEBERTA_FORWARD_CONFIGS, "forward")
+_dkdv_autotuned = _autotune(_deberta_backward_dkdv_kernel, _DEBERTA_DKDV_CONFIGS, "backward_dkdv")
+_dq_autotuned = _autotune(_deberta_backward_dq_kernel, _DEBERTA_DQ_CONFIGS, "backward_dq")
 
 
 # ----------------------------------------------------------------------------------------------
 # Host side
 # ----------------------------------------------------------------------------------------------
-def _table_args(table, fallback):
-    """A table as the kernels read it, and its strides; an absent term passes the other table,
-    which the kernel never reads. Under the interpreter bf16 goes in as fp32 (see _kernel_dtype)."""
-    table = fallback if table is None else table
-    if table.dtype == torch.bfloat16 and _kernels_interpreted():
-        table = table.float()
-    return table, table.stride(0), table.stride(1)
+class _Launch:
+    """What all three kernels of one call share: the relative tables and maps, the sizes, the
+    scale and the dropout draw; built once per forward and kept for the backward."""
+
+    def __init__(self, q, c2p_table, p2c_table, c2p_rows, p2c_rows, cu_seqlens, max_seqlen, softmax_scale,
+                 dropout_p, dropout_seed):
+        present = c2p_table if c2p_table is not None else p2c_table
+        self.has_c2p, self.has_p2c = c2p_table is not None, p2c_table is not None
+        # an absent term passes the other table, which the kernel never reads; under the
+        # interpreter bf16 goes in as fp32 (see kernels.attention._kernel_dtype)
+        self.c2p, self.p2c = (self._readable(present if table is None else table) for table in (c2p_table, p2c_table))
+        self.shape = present.shape
+        self.cu_seqlens, self.max_seqlen, self.total_tokens = cu_seqlens, max_seqlen, q.shape[0]
+        self.relative = (self.c2p, self.p2c, c2p_rows, p2c_rows)
+        self.softmax_scale, self.dropout_p, self.dropout_seed = softmax_scale, dropout_p, dropout_seed
+
+    @staticmethod
+    def _readable(table):
+        return table.float() if table.dtype == torch.bfloat16 and _kernels_interpreted() else table
+
+    def args(self, q):
+        """The runtime arguments after the tile map, in the kernels' order."""
+        return (self.dropout_p, self.dropout_seed, q.stride(0), q.stride(1), self.c2p.stride(0), self.c2p.stride(1),
+                self.max_seqlen - 1, self.total_tokens, _max_seqlen_bucket(self.max_seqlen))
+
+    def constexprs(self, q):
+        return dict(HEAD_DIM=q.shape[2], HAS_C2P=self.has_c2p, HAS_P2C=self.has_p2c, DROPOUT=self.dropout_p > 0,
+                    DOT_PRECISION=_dot_precision(q.dtype))
+
+    def tile_map(self, blocks):
+        return _tile_map_buffers(self.cu_seqlens, self.total_tokens, self.max_seqlen, blocks)
+
+    def grid(self, heads, block_name):
+        num_seqs = self.cu_seqlens.numel() - 1
+        return lambda meta: (_num_tiles(self.total_tokens, num_seqs, self.max_seqlen, meta[block_name]), heads)
 
 
-def _deberta_forward(q, k, v, c2p_table, p2c_table, c2p_rows, p2c_rows, cu_seqlens, max_seqlen, softmax_scale):
+def _deberta_forward(q, k, v, launch):
     (q, k, v), result_dtype = _kernel_dtype(q, k, v)
-    total_tokens, heads, head_dim = q.shape
+    heads = q.shape[1]
     out = torch.empty_like(q)
-    lse = torch.empty((heads, total_tokens), dtype=torch.float32, device=q.device)
-    present = c2p_table if c2p_table is not None else p2c_table
-    c2p, stride_table_head, stride_table = _table_args(c2p_table, present)
-    p2c, *_ = _table_args(p2c_table, present)
-    blocks = [block_m for block_m, *_ in _DEBERTA_FORWARD_BLOCKS] + [_INTERPRETER_BLOCKS["BLOCK_M"]]
-    tile_seq, seq_first_tile, num_seqs = _tile_map_buffers(cu_seqlens, total_tokens, max_seqlen, blocks)
-
-    def grid(meta):
-        return (_num_tiles(total_tokens, num_seqs, max_seqlen, meta["BLOCK_M"]), heads)
-
-    _launch(
-        _deberta_forward_kernel, _forward_autotuned, _INTERPRETER_BLOCKS, _fill_query_tiles, grid,
-        q, k, v, out, lse, c2p, p2c, c2p_rows, p2c_rows, cu_seqlens, tile_seq, seq_first_tile, num_seqs,
-        softmax_scale * math.log2(math.e), q.stride(0), q.stride(1), stride_table_head, stride_table,
-        max_seqlen - 1, total_tokens, _max_seqlen_bucket(max_seqlen),
-        HEAD_DIM=head_dim, HAS_C2P=c2p_table is not None, HAS_P2C=p2c_table is not None,
-        DOT_PRECISION=_dot_precision(q.dtype),
-    )
+    lse = torch.empty((heads, launch.total_tokens), dtype=torch.float32, device=q.device)
+    tiles = launch.tile_map([block_m for block_m, *_ in _DEBERTA_FORWARD_BLOCKS] + [_INTERPRETER_BLOCKS["BLOCK_M"]])
+    _launch(_deberta_forward_kernel, _forward_autotuned, _INTERPRETER_BLOCKS, _fill_query_tiles,
+            launch.grid(heads, "BLOCK_M"), q, k, v, out, lse, *launch.relative, launch.cu_seqlens, *tiles,
+            launch.softmax_scale * math.log2(math.e), *launch.args(q), **launch.constexprs(q))
     return out.to(result_dtype), lse
 
 
-def _deberta_backward(d_out, q, k, v, out, lse, c2p_table, p2c_table, c2p_rows, p2c_rows, cu_seqlens, max_seqlen,
-                      softmax_scale):
+def _deberta_backward(d_out, q, k, v, out, lse, launch):
     (d_out, q, k, v, out), result_dtype = _kernel_dtype(d_out.contiguous(), q, k, v, out)
     total_tokens, heads, head_dim = q.shape
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
@@ -496,62 +558,44 @@ def _deberta_backward(d_out, q, k, v, out, lse, c2p_table, p2c_table, c2p_rows, 
     _attention_backward_preprocess_kernel[(triton.cdiv(total_tokens, _PREPROCESS_BLOCK_T), heads)](
         out, d_out, delta, q.stride(0), q.stride(1), total_tokens, HEAD_DIM=head_dim, BLOCK_T=_PREPROCESS_BLOCK_T,
     )
-    present = c2p_table if c2p_table is not None else p2c_table
-    c2p, stride_table_head, stride_table = _table_args(c2p_table, present)
-    p2c, *_ = _table_args(p2c_table, present)
-    # the gradients of the tables, fp32 whatever the dtype, laid out as the tables are
-    d_c2p = torch.zeros(present.shape, dtype=torch.float32, device=q.device) if c2p_table is not None else None
-    d_p2c = torch.zeros(present.shape, dtype=torch.float32, device=q.device) if p2c_table is not None else None
-    if present.stride() != (present.shape[1] * present.shape[2], present.shape[2], 1):
-        raise ValueError("the relative tables must be contiguous (heads, total_tokens, n)")
-
-    common = (cu_seqlens,)
-    after_tiles = (softmax_scale, q.stride(0), q.stride(1), stride_table_head, stride_table, max_seqlen - 1,
-                   total_tokens, _max_seqlen_bucket(max_seqlen))
-    constexprs = dict(HEAD_DIM=head_dim, HAS_C2P=c2p_table is not None, HAS_P2C=p2c_table is not None,
-                      DOT_PRECISION=_dot_precision(q.dtype))
-    key_blocks = [block_n for _, block_n, *_ in _DEBERTA_DKDV_BLOCKS] + [_INTERPRETER_DKDV_BLOCKS["BLOCK_N"]]
-    key_tiles = _tile_map_buffers(cu_seqlens, total_tokens, max_seqlen, key_blocks)
-    query_blocks = [block_m for block_m, *_ in _DEBERTA_DQ_BLOCKS] + [_INTERPRETER_BLOCKS["BLOCK_M"]]
-    query_tiles = _tile_map_buffers(cu_seqlens, total_tokens, max_seqlen, query_blocks)
-    num_seqs = key_tiles[2]
-
-    def dkdv_grid(meta):
-        return (_num_tiles(total_tokens, num_seqs, max_seqlen, meta["BLOCK_N"]), heads)
-
-    def dq_grid(meta):
-        return (_num_tiles(total_tokens, num_seqs, max_seqlen, meta["BLOCK_M"]), heads)
-
-    relative = (c2p, p2c, c2p_rows, p2c_rows)
-    _launch(_deberta_backward_dkdv_kernel, _dkdv_autotuned, _INTERPRETER_DKDV_BLOCKS, _fill_key_tiles, dkdv_grid,
-            q, k, v, d_out, lse, delta, *relative, dk, dv, d_p2c if d_p2c is not None else present, *common,
-            *key_tiles, *after_tiles, **constexprs)
-    _launch(_deberta_backward_dq_kernel, _dq_autotuned, _INTERPRETER_BLOCKS, _fill_query_tiles, dq_grid,
-            q, k, v, d_out, lse, delta, *relative, dq, d_c2p if d_c2p is not None else present, *common,
-            *query_tiles, *after_tiles, **constexprs)
-    cast = (lambda grad, table: None if grad is None else grad.to(table.dtype))
-    return (dq.to(result_dtype), dk.to(result_dtype), dv.to(result_dtype), cast(d_c2p, c2p_table),
-            cast(d_p2c, p2c_table))
+    # the tables' gradients, fp32 whatever the dtype, laid out as the tables are (an absent one: a
+    # stand-in the kernel never writes)
+    d_c2p = torch.zeros(launch.shape, dtype=torch.float32, device=q.device) if launch.has_c2p else None
+    d_p2c = torch.zeros(launch.shape, dtype=torch.float32, device=q.device) if launch.has_p2c else None
+    stand_in = d_c2p if d_c2p is not None else d_p2c
+    key_tiles = launch.tile_map([block_n for _, block_n, *_ in _DEBERTA_DKDV_BLOCKS]
+                                + [_INTERPRETER_DKDV_BLOCKS["BLOCK_N"]])
+    query_tiles = launch.tile_map([block_m for block_m, *_ in _DEBERTA_DQ_BLOCKS] + [_INTERPRETER_BLOCKS["BLOCK_M"]])
+    inputs = (q, k, v, d_out, lse, delta, *launch.relative)
+    _launch(_deberta_backward_dkdv_kernel, _dkdv_autotuned, _INTERPRETER_DKDV_BLOCKS, _fill_key_tiles,
+            launch.grid(heads, "BLOCK_N"), *inputs, dk, dv, stand_in if d_p2c is None else d_p2c,
+            launch.cu_seqlens, *key_tiles, launch.softmax_scale, *launch.args(q), **launch.constexprs(q))
+    _launch(_deberta_backward_dq_kernel, _dq_autotuned, _INTERPRETER_BLOCKS, _fill_query_tiles,
+            launch.grid(heads, "BLOCK_M"), *inputs, dq, stand_in if d_c2p is None else d_c2p,
+            launch.cu_seqlens, *query_tiles, launch.softmax_scale, *launch.args(q), **launch.constexprs(q))
+    return dq.to(result_dtype), dk.to(result_dtype), dv.to(result_dtype), d_c2p, d_p2c
 
 
 class _DisentangledAttentionFunction(torch.autograd.Function):
     """Autograd glue: q, k, v and the two tables in, their five gradients out of the kernels."""
 
     @staticmethod
-    def forward(ctx, q, k, v, c2p_table, p2c_table, c2p_rows, p2c_rows, cu_seqlens, max_seqlen, softmax_scale):
-        out, lse = _deberta_forward(q, k, v, c2p_table, p2c_table, c2p_rows, p2c_rows, cu_seqlens, max_seqlen,
-                                    softmax_scale)
+    def forward(ctx, q, k, v, c2p_table, p2c_table, c2p_rows, p2c_rows, cu_seqlens, max_seqlen, softmax_scale,
+                dropout_p, dropout_seed):
+        launch = _Launch(q, c2p_table, p2c_table, c2p_rows, p2c_rows, cu_seqlens, max_seqlen, softmax_scale,
+                         dropout_p, dropout_seed)
+        out, lse = _deberta_forward(q, k, v, launch)
         ctx.save_for_backward(q, k, v, out, lse, c2p_table, p2c_table, c2p_rows, p2c_rows, cu_seqlens)
-        ctx.max_seqlen = max_seqlen
-        ctx.softmax_scale = softmax_scale
+        ctx.arguments = (max_seqlen, softmax_scale, dropout_p, dropout_seed)
         return out
 
     @staticmethod
     def backward(ctx, d_out):
         q, k, v, out, lse, c2p_table, p2c_table, c2p_rows, p2c_rows, cu_seqlens = ctx.saved_tensors
-        grads = _deberta_backward(d_out, q, k, v, out, lse, c2p_table, p2c_table, c2p_rows, p2c_rows, cu_seqlens,
-                                  ctx.max_seqlen, ctx.softmax_scale)
-        return (*grads, None, None, None, None, None)
+        launch = _Launch(q, c2p_table, p2c_table, c2p_rows, p2c_rows, cu_seqlens, *ctx.arguments)
+        dq, dk, dv, d_c2p, d_p2c = _deberta_backward(d_out, q, k, v, out, lse, launch)
+        return (dq, dk, dv, None if d_c2p is None else d_c2p.to(c2p_table.dtype),
+                None if d_p2c is None else d_p2c.to(p2c_table.dtype), *[None] * 7)
 
 
 def relative_tables(q, k, pos_key, pos_query):
@@ -568,7 +612,7 @@ def relative_tables(q, k, pos_key, pos_query):
     return products(q, pos_key), products(k, pos_query)
 
 
-def _validate_relative(q, pos_key, pos_query, c2p_rows, p2c_rows, max_seqlen):
+def _validate_relative(q, pos_key, pos_query, c2p_rows, p2c_rows, max_seqlen, dropout_p):
     heads, head_dim = q.shape[1], q.shape[2]
     for name, relative, rows in (("pos_key", pos_key, c2p_rows), ("pos_query", pos_query, p2c_rows)):
         if relative is None:
@@ -582,13 +626,18 @@ def _validate_relative(q, pos_key, pos_query, c2p_rows, p2c_rows, max_seqlen):
             raise ValueError(f"the row map of {name} must be an int32 tensor of 2 * max_seqlen - 1 = "
                              f"{2 * max_seqlen - 1} entries, got "
                              f"{tuple(rows.shape) if isinstance(rows, torch.Tensor) else type(rows).__name__}")
-        if rows.device.type == "cpu" and rows.numel() and not 0 <= int(rows.min()) <= int(rows.max()) < relative.shape[1]:
+        if rows.device.type == "cpu" and not 0 <= int(rows.min()) <= int(rows.max()) < relative.shape[1]:
             raise ValueError(f"the row map of {name} reaches rows {int(rows.min())}..{int(rows.max())}, "
                              f"outside its {relative.shape[1]} rows")
+    if not 0.0 <= dropout_p < 1.0:
+        raise ValueError(f"dropout_p must be in [0, 1), got {dropout_p}")
+    if dropout_p and q.shape[0] * max_seqlen >= 2**31:
+        raise ValueError(f"with dropout, total_tokens x max_seqlen must stay below 2^31 (Philox's int32 counter), "
+                         f"got {q.shape[0]} x {max_seqlen}; split the batch")
 
 
 def disentangled_attention(q, k, v, cu_seqlens, max_seqlen, pos_key=None, pos_query=None, c2p_rows=None,
-                           p2c_rows=None, softmax_scale=None):
+                           p2c_rows=None, softmax_scale=None, dropout_p=0.0, dropout_seed=None):
     """DeBERTa's disentangled attention over packed variable-length sequences (differentiable).
 
     Args:
@@ -601,12 +650,17 @@ def disentangled_attention(q, k, v, cu_seqlens, max_seqlen, pos_key=None, pos_qu
             i and key j read, at index i - j + max_seqlen - 1. Bucketing, max_relative_positions
             and the clamp at the table's ends live here (minirm.models.deberta builds them).
         softmax_scale: multiplier of the summed score; default 1 / sqrt(head_dim * (1 + terms)).
+        dropout_p: attention dropout (training): each probability is dropped with this chance
+            and the rest scaled by 1 / (1 - dropout_p), as torch's dropout does.
+        dropout_seed: int seeding the draw (dropout_keep_mask shows it); by default one is drawn
+            from torch's CPU generator, so torch.manual_seed and activation checkpointing's RNG
+            replay reproduce it.
 
     Returns:
         (total_tokens, heads, head_dim) in q's dtype. Gradients reach q, k, v, pos_key, pos_query.
     """
     _validate(q, k, v, cu_seqlens, max_seqlen)
-    _validate_relative(q, pos_key, pos_query, c2p_rows, p2c_rows, max_seqlen)
+    _validate_relative(q, pos_key, pos_query, c2p_rows, p2c_rows, max_seqlen, dropout_p)
     if q.device.type != "cuda" and not _kernels_interpreted():
         raise RuntimeError(
             f"disentangled_attention runs Triton kernels and got {q.device.type} tensors: move them to a CUDA "
@@ -616,21 +670,51 @@ def disentangled_attention(q, k, v, cu_seqlens, max_seqlen, pos_key=None, pos_qu
     if softmax_scale is None:
         softmax_scale = 1.0 / math.sqrt(q.shape[2] * (1 + terms))
     if terms == 0:
+        if dropout_p:
+            raise ValueError("dropout needs a relative term: varlen_attention, which serves no-term calls, has none")
         from kernels.attention import varlen_attention
 
         return varlen_attention(q, k, v, cu_seqlens, max_seqlen, softmax_scale=softmax_scale)
+    if dropout_p and dropout_seed is None:
+        dropout_seed = int(torch.randint(2**30, ()))
     q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
     c2p_table, p2c_table = relative_tables(q, k, pos_key, pos_query)
     return _DisentangledAttentionFunction.apply(q, k, v, c2p_table, p2c_table, c2p_rows, p2c_rows, cu_seqlens,
-                                                max_seqlen, float(softmax_scale))
+                                                max_seqlen, float(softmax_scale), float(dropout_p),
+                                                int(dropout_seed or 0))
+
+
+@triton.jit
+def _dropout_mask_kernel(Mask, seq_start, length, max_seqlen, dropout_p, dropout_seed, BLOCK: tl.constexpr):
+    """Mask[head, i, j] = what _dropout_keep draws for one sequence's (query i, key j)."""
+    rows = tl.arange(0, BLOCK)
+    inside = (rows[:, None] < length) & (rows[None, :] < length)
+    keep = _dropout_keep(dropout_seed, seq_start + rows[:, None], rows[None, :], max_seqlen, dropout_p)
+    Mask += tl.program_id(1) * length * length
+    tl.store(Mask + rows[:, None] * length + rows[None, :], keep.to(tl.int8), mask=inside)
+
+
+def dropout_keep_mask(cu_seqlens, heads, max_seqlen, dropout_p, dropout_seed):
+    """The dropout draws of the kernels, written out: one (heads, L, L) bool tensor per sequence,
+    True where a probability is kept. For tests and for reading; it needs the kernels to run."""
+    bounds = cu_seqlens.tolist()
+    masks = []
+    for start, end in zip(bounds[:-1], bounds[1:]):
+        mask = torch.zeros(heads, end - start, end - start, dtype=torch.int8, device=cu_seqlens.device)
+        _dropout_mask_kernel[(1, heads)](mask, start, end - start, max_seqlen, dropout_p, dropout_seed,
+                                        BLOCK=max(16, triton.next_power_of_2(end - start)))
+        masks.append(mask.bool())
+    return masks
 
 
 def disentangled_attention_reference(q, k, v, cu_seqlens, pos_key=None, pos_query=None, c2p_rows=None,
-                                     p2c_rows=None, softmax_scale=None):
+                                     p2c_rows=None, softmax_scale=None, dropout_p=0.0, dropout_masks=None):
     """The same attention the way minirm's sdpa path computes it: per sequence, the (L, L) c2p + p2c
     bias written out and handed to torch's scaled_dot_product_attention as a float mask, in fp32.
 
-    c2p_rows / p2c_rows are indexed by i - j + (len(c2p_rows) - 1) // 2. Differentiable by autograd.
+    c2p_rows / p2c_rows are indexed by i - j + (len(c2p_rows) - 1) // 2. With dropout_masks (one
+    (heads, L, L) bool tensor per sequence, as dropout_keep_mask returns), the probabilities are
+    written out and those masks applied, scaled by 1 / (1 - dropout_p). Differentiable by autograd.
     """
     terms = (pos_key is not None) + (pos_query is not None)
     if softmax_scale is None:
@@ -639,7 +723,7 @@ def disentangled_attention_reference(q, k, v, cu_seqlens, pos_key=None, pos_quer
     center = 0 if rows_map is None else (rows_map.numel() - 1) // 2
     bounds = cu_seqlens.tolist()
     outputs = []
-    for start, end in zip(bounds[:-1], bounds[1:]):
+    for index, (start, end) in enumerate(zip(bounds[:-1], bounds[1:])):
         length = end - start
         q_seq, k_seq, v_seq = (x[start:end].float().transpose(0, 1) for x in (q, k, v))  # (nh, L, hs)
         positions = torch.arange(length, device=q.device)
@@ -651,7 +735,11 @@ def disentangled_attention_reference(q, k, v, cu_seqlens, pos_key=None, pos_quer
         if pos_query is not None:  # k_j . Pq[p2c_row(i - j)]
             by_row = k_seq @ pos_query.float().transpose(1, 2)  # (nh, L, n): key j against every row
             bias = bias + torch.gather(by_row, 2, p2c_rows.long()[distance].T.expand(q.shape[1], -1, -1)).transpose(1, 2)
-        y = torch.nn.functional.scaled_dot_product_attention(q_seq, k_seq, v_seq, attn_mask=bias * softmax_scale,
-                                                             scale=softmax_scale)
+        if dropout_masks is None:
+            y = torch.nn.functional.scaled_dot_product_attention(q_seq, k_seq, v_seq, attn_mask=bias * softmax_scale,
+                                                                 scale=softmax_scale)
+        else:
+            probs = ((q_seq @ k_seq.transpose(1, 2) + bias) * softmax_scale).softmax(dim=-1)
+            y = (probs * dropout_masks[index] / (1.0 - dropout_p)) @ v_seq
         outputs.append(y.transpose(0, 1))
     return torch.cat(outputs).to(q.dtype)

@@ -122,7 +122,9 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, batch: AttentionBa
     if batch.backend == "packed":
         return packed_attention(q, k, v, batch, scale, dropout)
     if batch.packed:
-        check_kernel_dropout(dropout)
+        if dropout:
+            raise MinirmError("the triton attention kernel has no attention dropout; set attention dropout to 0 "
+                              "or use the sdpa backend")
         from kernels import varlen_attention  # imported lazily: only the triton backend needs Triton
 
         return varlen_attention(
@@ -133,13 +135,6 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, batch: AttentionBa
             q, k, v, attn_mask=batch.key_mask(), dropout_p=dropout, scale=scale
         )
     return eager_attention(q, k, v, batch.key_mask(), dropout, scale)
-
-
-def check_kernel_dropout(dropout: float) -> None:
-    """The Triton kernels have no attention dropout: say so rather than train without it."""
-    if dropout:
-        raise MinirmError("the triton attention kernel has no attention dropout; set attention dropout to 0 "
-                          "or use the sdpa backend")
 
 
 def packed_attention(q, k, v, batch: AttentionBatch, scale: float | None = None, dropout: float = 0.0,

@@ -40,7 +40,7 @@ from .errors import MinirmError
 from .hub import resolve_model
 from .losses import Objective, make_objective, to_floats
 from .meter import Meter, MetricsLog, plot_curves
-from .models import supports_triton
+from .models import kernel_trains, supports_triton
 from .optim import build_optimizer, lr_factor, set_lr
 from .plan import StepPlan
 from .resume import check_output, prepare_output, resume, save_checkpoint
@@ -59,12 +59,13 @@ def read_model_config(cfg: TrainConfig, device: torch.device) -> tuple[Path, Mod
     model_dir = resolve_model(cfg.model, cfg.revision)
     base = ModelConfig.from_file(model_dir / "config.json")
     mcfg = reward_config(base, cfg.num_labels, cfg.regression_head)
-    if cfg.attention == "triton" and mcfg.attention_dropout:
+    kernel_ok = kernel_trains(mcfg)
+    if cfg.attention == "triton" and supports_triton(mcfg.family) and not kernel_ok:
         raise MinirmError("the triton kernel has no attention dropout; train with --attention sdpa, or set "
                           "attention_probs_dropout_prob to 0 in config.json")
     amp = AMP_DTYPES[cfg.precision] or torch.float32
-    # the kernel has no attention dropout: by default a model that uses some trains on sdpa on CUDA
-    kernel_ok = supports_triton(mcfg.family) and not mcfg.attention_dropout
+    # the varlen kernel has no attention dropout: by default a model that uses some trains on sdpa
+    # on CUDA; DeBERTa's kernel has dropout, so DeBERTa trains on it
     backend = choose_backend(cfg.attention, device, mcfg.head_dim, amp, kernel_ok)
     return model_dir, base, mcfg, backend
 

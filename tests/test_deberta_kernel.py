@@ -9,6 +9,8 @@ padded path run:
 * the model on the triton backend, per DeBERTa config flag of test_deberta.py: logits against
   transformers and every parameter's gradient against the padded sdpa path, with and without
   gradient checkpointing;
+* attention dropout: the kernels' draws, written out, applied by the reference give the same
+  outputs and gradients; checkpointed training replays them;
 * score.py --attention triton --device cpu, against transformers.
 """
 
@@ -27,7 +29,7 @@ import torch  # noqa: E402
 
 pytest.importorskip("triton")
 
-from kernels.deberta import disentangled_attention, disentangled_attention_reference  # noqa: E402
+from kernels.deberta import disentangled_attention, disentangled_attention_reference, dropout_keep_mask  # noqa: E402
 from minirm import Scorer  # noqa: E402
 from minirm.models.deberta import relative_rows  # noqa: E402
 from packed_grads import assert_packed_grads_match_padded  # noqa: E402
@@ -146,6 +148,53 @@ def test_kernel_rejects_a_short_row_map():
         disentangled_attention(q, k, v, cu_seqlens, 17, pos_key[:, :, :8], None, *row_maps(17, 8, 16)[:2])
 
 
+# --- attention dropout ---------------------------------------------------------------------------
+
+
+def test_kernel_dropout_matches_the_reference_with_its_masks():
+    """The kernels draw one keep/drop per (head, query token, key) from Philox; dropout_keep_mask
+    writes those draws out, and the reference applied with them gives the same output and the
+    same gradients: the forward and both backward kernels drop the very same probabilities."""
+    lengths, p, seed = [17, 1, 60, 2], 0.3, 1234
+    c2p_rows, p2c_rows, n = row_maps(max(lengths), *POSITIONS["log-buckets"])
+    q, k, v, cu_seqlens, pos_key, pos_query = packed_inputs(lengths, 2, 16, n)
+    masks = dropout_keep_mask(cu_seqlens, 2, max(lengths), p, seed)
+    assert [m.shape for m in masks] == [(2, n, n) for n in lengths]
+    out = disentangled_attention(q, k, v, cu_seqlens, max(lengths), pos_key, pos_query, c2p_rows, p2c_rows,
+                                 dropout_p=p, dropout_seed=seed)
+    expected = disentangled_attention_reference(q, k, v, cu_seqlens, pos_key, pos_query, c2p_rows, p2c_rows,
+                                                dropout_p=p, dropout_masks=masks)
+    torch.testing.assert_close(out, expected, atol=ATOL, rtol=0)
+    inputs = [q, k, v, pos_key, pos_query]
+    d_out = torch.randn(out.shape, generator=torch.Generator().manual_seed(1))
+    for name, a, b in zip("q k v pos_key pos_query".split(), torch.autograd.grad(out, inputs, d_out),
+                          torch.autograd.grad(expected, inputs, d_out)):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-3, msg=lambda m, name=name: f"{name}: {m}")
+    # and the dropout is real: without it the output differs by far
+    plain = disentangled_attention(q, k, v, cu_seqlens, max(lengths), pos_key, pos_query, c2p_rows, p2c_rows)
+    assert (plain - out).abs().max() > 0.1
+
+
+def test_dropout_draws_keep_the_right_share_and_depend_on_seed_and_head():
+    cu_seqlens = torch.tensor([0, 150, 300], dtype=torch.int32)
+    masks = dropout_keep_mask(cu_seqlens, 2, 150, 0.1, 7)
+    kept = torch.cat([m.flatten() for m in masks]).float()
+    assert kept.numel() == 90_000 and abs(kept.mean().item() - 0.9) < 0.005  # 5 standard deviations: 0.005
+    assert not torch.equal(masks[0][0], masks[0][1])  # heads draw apart
+    assert not torch.equal(masks[0][0], masks[1][0])  # so do sequences
+    again = dropout_keep_mask(cu_seqlens, 2, 150, 0.1, 7)
+    other = dropout_keep_mask(cu_seqlens, 2, 150, 0.1, 8)
+    assert all(torch.equal(a, b) for a, b in zip(masks, again))
+    assert not torch.equal(masks[0], other[0])
+
+
+def test_kernel_rejects_bad_dropout():
+    c2p_rows, p2c_rows, n = row_maps(17, 8, 16)
+    q, k, v, cu_seqlens, pos_key, pos_query = packed_inputs([17], 2, 16, n)
+    with pytest.raises(ValueError, match="dropout_p must be in"):
+        disentangled_attention(q, k, v, cu_seqlens, 17, pos_key, pos_query, c2p_rows, p2c_rows, dropout_p=1.0)
+
+
 # --- the model on the triton backend ------------------------------------------------------------
 
 # head dim 16, the smallest the kernel takes
@@ -198,11 +247,47 @@ def test_training_with_gradient_checkpointing_on_the_kernel(make_wide_deberta):
     assert_packed_grads_match_padded(model_dir, ragged_ids(7), 1e-4, backend="triton", checkpointing=True)
 
 
-def test_the_kernel_is_the_cuda_default_for_deberta():
+def test_training_with_attention_dropout_on_the_kernel(make_wide_deberta):
+    """DeBERTa's configs carry attention dropout (0.1): training runs it in the kernel. The seed
+    comes from torch's generator, so activation checkpointing, which replays the RNG, recomputes
+    each layer with the same draws: the gradients equal those of a run without checkpointing."""
+    from minirm.batching import pad_batch
+    from minirm.checkpoint import load_model
+
+    model_dir, _ = make_wide_deberta("xxlarge-like")
+    model = load_model(model_dir)[0].train()
+    assert model.cfg.attention_dropout == 0.1
+    for module in model.modules():  # only attention dropout stays random
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    input_ids, lengths = pad_batch(ragged_ids(), 0, "cpu")
+
+    def grads(seed, checkpointing):
+        model.zero_grad()
+        model.gradient_checkpointing = checkpointing
+        torch.manual_seed(seed)
+        model(input_ids, lengths, "triton").square().sum().backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    plain, checkpointed, other_seed = grads(0, False), grads(0, True), grads(1, False)
+    for name, grad in plain.items():
+        torch.testing.assert_close(checkpointed[name], grad, atol=1e-6, rtol=1e-5, msg=name)
+    assert any((other_seed[name] - grad).abs().max() > 1e-3 for name, grad in plain.items())
+
+
+def test_the_kernel_is_the_cuda_default_for_deberta(make_wide_deberta, make_checkpoint):
     from minirm.attention import choose_backend
-    from minirm.models import supports_triton
+    from minirm.config import ModelConfig
+    from minirm.models import kernel_trains, supports_triton
 
     assert supports_triton("deberta-v2")
+    # DeBERTa's kernel trains with attention dropout (0.1 in these configs, as in xxlarge's); the
+    # varlen kernel, which serves BERT and a DeBERTa without relative terms, has none
+    deberta, absolute_only = (ModelConfig.from_file(make_wide_deberta(name)[0] / "config.json")
+                              for name in ("xxlarge-like", "absolute-only"))
+    bert = ModelConfig.from_file(make_checkpoint("bert", **WIDE)[0] / "config.json")
+    assert deberta.attention_dropout == absolute_only.attention_dropout == bert.attention_dropout == 0.1
+    assert kernel_trains(deberta) and not kernel_trains(absolute_only) and not kernel_trains(bert)
     # where the kernel cannot serve (an old GPU, an odd head dim) sdpa takes over, as for BERT
     assert choose_backend(None, torch.device("cpu"), 64, torch.bfloat16, supports_triton("deberta-v2")) == "packed"
 

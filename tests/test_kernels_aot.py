@@ -11,7 +11,7 @@ committed, as kernels/_aot_table.py (`python -m kernels.aot --write-table`), and
   (no spill, fits in shared memory), and no config the autotuner may pick spills;
 * it is truthful: a deterministic sample is compiled afresh, with an empty Triton cache, and
   must reproduce the table's registers, spill and shared memory exactly. The sample is, per
-  kernel and architecture (DeBERTa's three term sets counted as one kernel), the pickable
+  kernel and architecture (DeBERTa's term and dropout sets counted as one kernel), the pickable
   config with the most registers (the one closest to spilling) and three more pickable ones
   drawn with a fixed seed: ~60 compiles, ~30 s on two cores.
 
@@ -81,7 +81,8 @@ def test_the_autotuner_never_picks_a_config_that_spills():
 
 # (kernel name in the table, its autotuner, [(constexprs of a launch, the causal field of its rows)])
 CAUSAL_LAUNCHES = [(dict(CAUSAL=causal), causal) for causal in (False, True)]
-DEBERTA_LAUNCHES = {terms: (dict(HAS_C2P=c2p, HAS_P2C=p2c), False) for terms, (c2p, p2c) in aot.DEBERTA_TERMS.items()}
+DEBERTA_LAUNCHES = {suffix: (dict(HAS_C2P=c2p, HAS_P2C=p2c, DROPOUT=dropout), False)
+                    for suffix, (c2p, p2c, dropout) in aot.DEBERTA_FLAGS.items()}
 AUTOTUNED = [("forward", attention._forward_autotuned, CAUSAL_LAUNCHES),
              ("backward_dkdv", attention._dkdv_autotuned, CAUSAL_LAUNCHES),
              ("backward_dq", attention._dq_autotuned, CAUSAL_LAUNCHES)]
@@ -90,6 +91,14 @@ AUTOTUNED += [(f"deberta_{kernel}{terms}", autotuner, [launch])
                                         ("backward_dkdv", deberta._dkdv_autotuned),
                                         ("backward_dq", deberta._dq_autotuned))
               for terms, launch in DEBERTA_LAUNCHES.items()]
+
+
+def test_deberta_launches_read_their_own_rows():
+    """The name kernels.deberta's prune hook builds from a launch's flags is the report's name."""
+    for kernel in ("forward", "backward_dkdv", "backward_dq"):
+        for suffix, flags in aot.DEBERTA_FLAGS.items():
+            assert deberta.table_name(kernel, *flags) == f"deberta_{kernel}{suffix}"
+            assert aot._deberta_flags(f"deberta_{kernel}{suffix}") == flags
 
 
 @pytest.mark.parametrize("arch", sorted(aot.ARCHS))
@@ -121,8 +130,8 @@ def sample_variants():
     groups = defaultdict(list)
     for row in rows:
         if attention._autotune_may_pick(row):
-            # DeBERTa's three term sets are one kernel's code: one group, so the sample stays small
-            kernel = row["kernel"].removesuffix("_c2p").removesuffix("_p2c")
+            # DeBERTa's term and dropout sets are one kernel's code: one group, so the sample stays small
+            kernel = row["kernel"].removesuffix("_c2p").removesuffix("_p2c").removesuffix("_dropout")
             groups[(kernel, row["arch"])].append(row)
     chosen = []
     for _, pickable in sorted(groups.items()):

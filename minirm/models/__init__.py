@@ -27,7 +27,7 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (ROBERTA, BERT, BERT_REWARD, G
 MODEL_ALIASES: tuple[Alias, ...] = tuple(a for f in FAMILIES.values() for a in f.aliases)
 
 __all__ = ["FAMILIES", "MODEL_ALIASES", "Alias", "Family", "by_architecture", "by_model_type", "regression_family",
-           "supports_triton"]
+           "supports_triton", "kernel_trains"]
 
 
 def by_architecture(arch: str, model_type) -> Family | None:
@@ -54,5 +54,14 @@ def regression_family(encoder: str) -> Family:
 
 
 def supports_triton(family: str) -> bool:
-    """Whether the varlen Triton kernel can compute the family's attention."""
+    """Whether a Triton kernel can compute the family's attention."""
     return family not in FAMILIES or FAMILIES[family].supports_triton
+
+
+def kernel_trains(cfg) -> bool:
+    """Whether a Triton kernel can train this model (a ModelConfig), attention dropout included:
+    DeBERTa's kernel drops probabilities itself; the varlen kernel (BERT, RoBERTa, GPT-2, and a
+    DeBERTa without relative terms) has no dropout."""
+    if not supports_triton(cfg.family):
+        return False
+    return not cfg.attention_dropout or (cfg.family in FAMILIES and FAMILIES[cfg.family].model.kernel_dropout(cfg))

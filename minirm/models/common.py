@@ -98,6 +98,12 @@ class RewardModel(nn.Module):
         super().__init__()
         self.gradient_checkpointing = False  # recompute each layer in backward (training only)
 
+    @staticmethod
+    def kernel_dropout(cfg) -> bool:
+        """Whether the kernel that computes this model's attention does attention dropout (the
+        varlen kernel does not; DeBERTa's does)."""
+        return False
+
     def attention_batch(self, lengths: torch.Tensor, max_len: int, backend: str) -> AttentionBatch:
         if backend == "triton" and not self.supports_triton:
             raise MinirmError(f"{type(self).__name__} cannot run on the triton kernel: no kernel computes its "

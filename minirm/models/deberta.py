@@ -80,7 +80,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..attention import AttentionBatch, check_kernel_dropout, packed_attention
+from ..attention import AttentionBatch, attend, packed_attention
 from ..errors import MinirmError
 from .bert import EncoderLayer, encoder_config  # the same post-LN block as BERT, with disentangled attention inside
 from .common import RewardModel, activation, gather_tokens, run_layer
@@ -287,15 +287,16 @@ class DisentangledAttention(nn.Module):
         there is no padding, so no mask."""
         N, C = x.shape
         q, k, v = (t.view(N, self.num_heads, -1) for t in (self.q(x) * self.scale, self.k(x), self.v(x)))
-        if batch.backend == "triton":
-            check_kernel_dropout(dropout)
+        if batch.backend == "triton" and rel is not None:
             from kernels.deberta import disentangled_attention  # only the triton backend needs Triton
 
-            # q and pos_q arrive scaled, so the kernel's own scale is 1
-            y = disentangled_attention(q, k, v, batch.cu_seqlens, batch.max_len, pos_k, pos_q,
-                                       None if rel is None else rel.c2p_rows, None if rel is None else rel.p2c_rows,
-                                       softmax_scale=1.0)
+            # q and pos_q arrive scaled, so the kernel's own scale is 1; its dropout draws its seed
+            # from torch's CPU generator, which activation checkpointing replays
+            y = disentangled_attention(q, k, v, batch.cu_seqlens, batch.max_len, pos_k, pos_q, rel.c2p_rows,
+                                       rel.p2c_rows, softmax_scale=1.0, dropout_p=dropout)
             return y.reshape(N, C)
+        if batch.backend == "triton":  # no relative term: the plain varlen kernel
+            return attend(q, k, v, batch, scale=1.0, dropout=dropout).reshape(N, C)
 
         def bias(qs, ks, length):  # qs, ks: (count, nh, L, hs)
             rows, c2p_index, p2c_index = rel.shorter(length)
@@ -401,6 +402,12 @@ class DebertaRewardModel(RewardModel):
 
     causal = False
     supports_triton = True  # kernels/deberta.py: the relative terms fused into the varlen kernel
+
+    @staticmethod
+    def kernel_dropout(cfg) -> bool:
+        """kernels/deberta.py does attention dropout; a config without relative terms runs the
+        plain varlen kernel, which does not."""
+        return cfg.extra.relative_attention and bool(cfg.extra.pos_att_type)
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()

@@ -686,12 +686,15 @@ def disentangled_attention(q, k, v, cu_seqlens, max_seqlen, pos_key=None, pos_qu
 
 @triton.jit
 def _dropout_mask_kernel(Mask, seq_start, length, max_seqlen, dropout_p, dropout_seed, BLOCK: tl.constexpr):
-    """Mask[head, i, j] = what _dropout_keep draws for one sequence's (query i, key j)."""
-    rows = tl.arange(0, BLOCK)
-    inside = (rows[:, None] < length) & (rows[None, :] < length)
-    keep = _dropout_keep(dropout_seed, seq_start + rows[:, None], rows[None, :], max_seqlen, dropout_p)
+    """Mask[head, i, j] = what _dropout_keep draws for one sequence's (query i, key j): one block of
+    queries per program, walking the keys block by block."""
+    rows = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     Mask += tl.program_id(1) * length * length
-    tl.store(Mask + rows[:, None] * length + rows[None, :], keep.to(tl.int8), mask=inside)
+    for key_start in range(0, length, BLOCK):
+        keys = key_start + tl.arange(0, BLOCK)
+        keep = _dropout_keep(dropout_seed, seq_start + rows[:, None], keys[None, :], max_seqlen, dropout_p)
+        tl.store(Mask + rows[:, None] * length + keys[None, :], keep.to(tl.int8),
+                 mask=(rows[:, None] < length) & (keys[None, :] < length))
 
 
 def dropout_keep_mask(cu_seqlens, heads, max_seqlen, dropout_p, dropout_seed):
@@ -701,8 +704,8 @@ def dropout_keep_mask(cu_seqlens, heads, max_seqlen, dropout_p, dropout_seed):
     masks = []
     for start, end in zip(bounds[:-1], bounds[1:]):
         mask = torch.zeros(heads, end - start, end - start, dtype=torch.int8, device=cu_seqlens.device)
-        _dropout_mask_kernel[(1, heads)](mask, start, end - start, max_seqlen, dropout_p, dropout_seed,
-                                        BLOCK=max(16, triton.next_power_of_2(end - start)))
+        grid = (max(1, triton.cdiv(end - start, 32)), heads)
+        _dropout_mask_kernel[grid](mask, start, end - start, max_seqlen, dropout_p, dropout_seed, BLOCK=32)
         masks.append(mask.bool())
     return masks
 

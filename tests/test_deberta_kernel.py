@@ -301,3 +301,68 @@ def test_score_cli_on_the_kernel_matches_transformers(make_wide_deberta, pairs, 
     ids = Scorer.from_pretrained(str(model_dir)).encode_pairs(prompts, responses)
     expected = hf_logits(hf_model, ids)[:, 0]
     torch.testing.assert_close(torch.tensor(scores), expected, atol=1e-4, rtol=0)
+
+
+# --- compiled: the CPU error here, the GPU run where there is one ---------------------------------
+
+CPU_WITHOUT_INTERPRETER = """
+import torch
+from kernels import disentangled_attention
+
+x = torch.randn(5, 2, 16)
+rows = torch.zeros(9, dtype=torch.int32)
+try:
+    disentangled_attention(x, x, x, torch.tensor([0, 5], dtype=torch.int32), 5, torch.randn(2, 4, 16), None, rows)
+except RuntimeError as error:
+    print("refused:", error)
+"""
+
+COMPILED_ON_GPU = """
+import torch
+from kernels.deberta import disentangled_attention, disentangled_attention_reference, dropout_keep_mask
+from minirm.models.deberta import relative_rows
+
+torch.manual_seed(0)
+lengths = [1, 17, 300, 1000, 64, 129]  # 1000 tokens: past xxlarge's 256 buckets
+T = max(lengths)
+cu_seqlens = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()], dtype=torch.int32, device="cuda")
+c2p_rows, p2c_rows = (rows.int() for rows in relative_rows(T, 256, 512, 256, "cuda"))
+for head_dim in (64, 128):
+    for dtype, tolerance in ((torch.float16, 1e-2), (torch.bfloat16, 5e-2), (torch.float32, 1e-4)):
+        for dropout_p in (0.0, 0.1):
+            inputs = [torch.randn(sum(lengths), 4, head_dim, device="cuda", dtype=dtype, requires_grad=True)
+                      for _ in range(3)]
+            inputs += [torch.randn(4, 512, head_dim, device="cuda", dtype=dtype, requires_grad=True) for _ in range(2)]
+            q, k, v, pos_key, pos_query = inputs
+            out = disentangled_attention(q, k, v, cu_seqlens, T, pos_key, pos_query, c2p_rows, p2c_rows,
+                                         dropout_p=dropout_p, dropout_seed=5)
+            grad_out = torch.randn_like(out)
+            out.backward(grad_out)
+            masks = dropout_keep_mask(cu_seqlens, 4, T, dropout_p, 5) if dropout_p else None
+            reference = [x.detach().float().requires_grad_() for x in inputs]
+            expected = disentangled_attention_reference(*reference[:3], cu_seqlens, *reference[3:], c2p_rows, p2c_rows,
+                                                        dropout_p=dropout_p, dropout_masks=masks)
+            expected.backward(grad_out.float())
+            for name, actual, wanted in [("out", out, expected)] + [
+                    (name, x.grad, y.grad) for name, x, y in zip("q k v pos_key pos_query".split(), inputs, reference)]:
+                torch.testing.assert_close(actual.float(), wanted, atol=tolerance, rtol=tolerance,
+                                           msg=lambda text: f"{name} {head_dim} {dtype} {dropout_p}: {text}")
+print("ok")
+"""
+
+
+def test_compiled_kernel_refuses_cpu_tensors_without_the_interpreter():
+    from test_kernels import run_without_interpreter
+
+    result = run_without_interpreter(CPU_WITHOUT_INTERPRETER)
+    assert result.returncode == 0, result.stderr
+    assert "refused: disentangled_attention runs Triton kernels and got cpu tensors" in result.stdout
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_compiled_kernels_on_gpu():
+    from test_kernels import run_without_interpreter
+
+    result = run_without_interpreter(COMPILED_ON_GPU)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().endswith("ok")

@@ -36,9 +36,10 @@ This kernel does (1), for these reasons, counted rather than timed (no GPU was l
 session that wrote it; kernels/bench.py --deberta is ready for one):
 * Work. (1) adds 2 * tokens * n * head_dim multiply-adds per term, as tensor-core GEMMs outside
   the kernel; n <= 2 * span (512 for xxlarge and v3, fewer for short batches: the model keeps only
-  the rows its longest sequence reaches). (2) adds a (BLOCK_M x (BLOCK_M + BLOCK_N)) dot per term
-  per tile: 2 to 3 times the q.k dot again, per term, on every tile, forward and twice in the
-  backward, i.e. the attention's own FLOPs multiplied by 3 to 5.
+  the rows its longest sequence reaches). (2) adds, per term and on every tile, a
+  BLOCK_M x (BLOCK_M + BLOCK_N) x head_dim dot: 2 to 3 times the tile's q.k dot. With both terms
+  the forward does 3 to 4 times the FLOPs of plain attention (q.k and p.v), and the backward
+  redoes that work in both of its kernels, plus the dots for the rows' gradients.
 * Backward. With (1) the gradient of a score lands in one cell of a table row that one program
   owns (dC2P rows belong to the query block's program, dP2C rows to the key block's), so the
   atomics only merge the duplicates inside a tile (distances that share a log bucket); the
@@ -609,7 +610,9 @@ def relative_tables(q, k, pos_key, pos_query):
             return None
         return torch.bmm(x.transpose(0, 1).to(table_dtype), relative.transpose(1, 2).to(table_dtype))
 
-    return products(q, pos_key), products(k, pos_query)
+    # fp16 training runs under autocast, which would multiply the fp32 copies in fp16 again
+    with torch.autocast(q.device.type, enabled=False):
+        return products(q, pos_key), products(k, pos_query)
 
 
 def _validate_relative(q, pos_key, pos_query, c2p_rows, p2c_rows, max_seqlen, dropout_p):

@@ -137,6 +137,10 @@ def test_fp16_scores_beyond_fp16_range_stay_finite():
     assert torch.isinf(q.half() @ k.half().transpose(1, 2)).all()  # what a score written out in fp16 becomes
     assert torch.isfinite(out).all()
     torch.testing.assert_close(out.float(), expected, atol=0, rtol=1e-3)  # fp16's own rounding of ~70: 2^-11
+    # fp16 training runs under autocast, which must not turn the fp32 tables back into fp16
+    with torch.autocast("cpu", dtype=torch.float16):
+        again, *_ = run_both([17, 30], "c2p+p2c", "clamp", dtype=torch.float16, offset=70.0)
+    torch.testing.assert_close(again, out, atol=0, rtol=0)
 
 
 def test_kernel_rejects_a_short_row_map():

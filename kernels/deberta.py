@@ -32,8 +32,22 @@ Two ways were on the table (issue 15):
    BLOCK_M + BLOCK_N - 1 of them) with an extra tl.dot, and skews them into place with
    tl.gather.
 
-This kernel does (1), for these reasons, counted rather than timed (no GPU was lent to the
-session that wrote it; kernels/bench.py --deberta is ready for one):
+This kernel does (1), for these reasons, counted and compiled rather than timed (no GPU was lent
+to the session that wrote it; kernels/bench.py --deberta is ready for one). The compile figures
+come from benchmarks/deberta_designs.py, which writes (2) out as a forward kernel, checks it
+against the reference in the interpreter, and compiles both (head dim 64, bf16, triton 3.9.0):
+
+    config       design   sm_80 regs / spill   sm_90 regs / spill   sm_90 shared   HMMA per key block
+    128x64, 8w   (1)           255 / 64             240 / 0            64 KB              64
+                 (2)            32 / 8520           255 / 2224        112 KB             256
+    64x32, 4w    (1)           255 / 0              236 / 0            32 KB              32
+                 (2)            32 / 6024           255 / 640          56 KB             128
+    32x32, 4w    (1)           168 / 0              156 / 0            12 KB              16
+                 (2)           254 / 0              204 / 0            20 KB              48
+
+  (2) does 3-4 times the tensor-core work per key block (HMMA on sm_80 count fixed-size MMAs),
+  and its two (BLOCK_M x window) product tiles spill in every config but the smallest.
+
 * Work. (1) adds 2 * tokens * n * head_dim multiply-adds per term, as tensor-core GEMMs outside
   the kernel; n <= 2 * span (512 for xxlarge and v3, fewer for short batches: the model keeps only
   the rows its longest sequence reaches). (2) adds, per term and on every tile, a

@@ -182,3 +182,15 @@ def test_tables_and_plot(monkeypatch, tmp_path, capsys):
     assert "memory saving" in out
     pytest.importorskip("matplotlib")
     assert args.plot.exists()
+
+
+def test_the_other_design_computes_the_same_attention():
+    """benchmarks/deberta_designs.py compares the shipped kernel's compile figures with a per-tile
+    design's; that comparison means something only if the per-tile kernel is right."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "deberta_designs.py"
+    spec = importlib.util.spec_from_file_location("deberta_designs", path)
+    designs = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(designs)
+    assert designs.check_in_interpreter()

@@ -145,13 +145,22 @@ def run(argv: list[str] | None = None) -> int:
     check_arguments(args)
     if args.serve is not None:
         return run_server(args)
+    from .devices import setup_distributed, teardown_distributed
+
+    d, device = setup_distributed(args.device)
+    try:
+        return score_file_or_pairs(args, d, device)
+    finally:
+        teardown_distributed()
+
+
+def score_file_or_pairs(args, d, device) -> int:
+    """The scoring run of one torchrun rank (or the only process): rank 0 prints or writes."""
     from . import records
     from .attention import check_backend
-    from .devices import setup_distributed
     from .records import Sample
 
     # everything the user can get wrong is checked before the model loads: options, paths, input
-    d, device = setup_distributed(args.device)
     if args.attention:
         check_backend(args.attention, device)
     if args.output:

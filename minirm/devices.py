@@ -65,3 +65,13 @@ def setup_distributed(device: str | None) -> tuple[Dist, torch.device]:
         torch.cuda.set_device(d.local_rank)
         return d, torch.device("cuda", d.local_rank)
     return d, torch.device("cpu")
+
+
+def teardown_distributed() -> None:
+    """Close the torchrun process group, if this process opened one. A gloo group left open at
+    exit can abort the process ("terminate called without an active exception") while its
+    threads are torn down."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

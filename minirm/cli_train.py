@@ -144,9 +144,13 @@ def run(argv: list[str] | None = None) -> int:
     if args.list_recipes:
         print(recipe_table())
         return 0
+    from .devices import teardown_distributed
     from .train import train
 
-    summary = train(config_from_args(args))
+    try:
+        summary = train(config_from_args(args))
+    finally:
+        teardown_distributed()  # under torchrun: close the process group before exit (see devices.py)
     if summary.get("eval") is not None:
         print(json.dumps(summary))
     return 0

@@ -290,9 +290,10 @@ def test_the_kernel_is_the_cuda_default_for_deberta(make_wide_deberta, make_chec
     assert choose_backend(None, torch.device("cpu"), 64, torch.bfloat16, supports_triton("deberta-v2")) == "packed"
 
 
-def test_score_cli_on_the_kernel_matches_transformers(make_wide_deberta, pairs, tmp_path):
+@pytest.mark.parametrize("name", ["xxlarge-like", "p2c-only"])
+def test_score_cli_on_the_kernel_matches_transformers(make_wide_deberta, pairs, tmp_path, name):
     """TRITON_INTERPRET=1 python score.py --attention triton --device cpu, against transformers."""
-    model_dir, hf_model = make_wide_deberta("xxlarge-like")
+    model_dir, hf_model = make_wide_deberta(name)
     prompts, responses = pairs
     rows = tmp_path / "pairs.jsonl"
     rows.write_text("".join(json.dumps({"prompt": p, "response": r}) + "\n" for p, r in zip(prompts, responses)))

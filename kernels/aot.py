@@ -212,12 +212,13 @@ def _signature(function, variant):
 
     attention = _attention()
     dtype = variant["dtype"]
+    has_c2p, has_p2c, dropout = _deberta_flags(variant["kernel"])
     constexpr_values = {
         "HEAD_DIM": variant["head_dim"],
         "CAUSAL": variant["causal"],
-        "HAS_C2P": _deberta_flags(variant["kernel"])[0],
-        "HAS_P2C": _deberta_flags(variant["kernel"])[1],
-        "DROPOUT": _deberta_flags(variant["kernel"])[2],
+        "HAS_C2P": has_c2p,
+        "HAS_P2C": has_p2c,
+        "DROPOUT": dropout,
         "BLOCK_M": variant["BLOCK_M"],
         "BLOCK_N": variant["BLOCK_N"],
         "BLOCK_T": variant["BLOCK_M"],

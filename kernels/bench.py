@@ -365,9 +365,11 @@ def deberta_problem(lengths, heads, head_dim, dtype, device=None, buckets=DEBERT
     device defaults to DEVICE."""
     device = DEVICE if device is None else device
     max_seqlen = max(lengths)
+    from minirm.models.deberta import rows_read
+
     c2p_rows, p2c_rows = deberta_row_maps(max_seqlen, buckets, max_distance)
-    first = int(torch.minimum(c2p_rows.min(), p2c_rows.min()))
-    n = int(torch.maximum(c2p_rows.max(), p2c_rows.max())) - first + 1
+    rows = rows_read(c2p_rows, p2c_rows)  # the rows the model keeps
+    first, n = rows.start, rows.stop - rows.start
     total = sum(lengths)
     q, k, v = (torch.randn(total, heads, head_dim, device=device, dtype=dtype) for _ in range(3))
     pos_key, pos_query = (torch.randn(heads, n, head_dim, device=device, dtype=dtype) for _ in range(2))

@@ -73,8 +73,9 @@ weight map and the rest of the family's registry entry (`DEBERTA_V2`) close this
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, NamedTuple
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -172,30 +173,40 @@ class Embeddings(nn.Module):
         return self.dropout(x)
 
 
-class Relative(NamedTuple):
-    """What every layer's relative terms read, built once per forward pass."""
+@dataclass
+class Relative:
+    """What every layer's relative terms read, built once per forward pass. The kernel reads the
+    rows by distance; the (T, T) indices the other backends gather with are built on first use,
+    so the triton path never holds a T x T tensor."""
 
     embeddings: torch.Tensor  # (n, C): the n rows of R this length reaches, LayerNorm'ed where asked
     c2p_rows: torch.Tensor  # (2T - 1,) int32: row of R that c2p reads for query i and key j, at i - j + T - 1
     p2c_rows: torch.Tensor  # (2T - 1,) int32: row of R that p2c reads for query i and key j, at i - j + T - 1
-    c2p_index: torch.Tensor  # (T, T): c2p_index[i, j] = c2p_rows at i - j, for the padded and packed paths
-    p2c_index: torch.Tensor  # (T, T): p2c_index[i, j] = p2c_rows at i - j
-    by_length: dict  # length -> `shorter(length)`, filled by the first layer that asks, read by the rest
+    by_length: dict = field(default_factory=dict)  # length -> `shorter(length)`, filled once per length
+
+    @cached_property
+    def c2p_index(self) -> torch.Tensor:  # (T, T): c2p_index[i, j] = c2p_rows at i - j (padded path)
+        return by_pair(self.c2p_rows).long()
+
+    @cached_property
+    def p2c_index(self) -> torch.Tensor:  # (T, T): p2c_index[i, j] = p2c_rows at i - j
+        return by_pair(self.p2c_rows).long()
 
     def shorter(self, length: int) -> tuple[slice, torch.Tensor, torch.Tensor]:
         """The rows of R a `length`-token sequence reads, and its two (length, length) indices into
-        them. Both indices depend on i - j only, so a shorter sequence's are the top-left block."""
+        them. Both depend on i - j only: its distances are the middle 2 * length - 1 of the maps."""
         if length not in self.by_length:
-            c2p, p2c = self.c2p_index[:length, :length], self.p2c_index[:length, :length]
+            middle = (self.c2p_rows.numel() + 1) // 2 - 1  # distance 0
+            c2p, p2c = (rows[middle - length + 1 : middle + length] for rows in (self.c2p_rows, self.p2c_rows))
             rows = rows_read(c2p, p2c)
-            self.by_length[length] = rows, c2p - rows.start, p2c - rows.start
+            self.by_length[length] = rows, by_pair(c2p - rows.start).long(), by_pair(p2c - rows.start).long()
         return self.by_length[length]
 
 
-def rows_read(c2p_index: torch.Tensor, p2c_index: torch.Tensor) -> slice:
-    """The rows of R that two index tensors reach, as one slice."""
-    lo = int(torch.minimum(c2p_index.min(), p2c_index.min()))
-    hi = int(torch.maximum(c2p_index.max(), p2c_index.max()))
+def rows_read(c2p_rows: torch.Tensor, p2c_rows: torch.Tensor) -> slice:
+    """The rows of R that two row maps reach, as one slice."""
+    lo = int(torch.minimum(c2p_rows.min(), p2c_rows.min()))
+    hi = int(torch.maximum(c2p_rows.max(), p2c_rows.max()))
     return slice(lo, hi + 1)
 
 
@@ -334,7 +345,6 @@ class ConvLayer(nn.Module):
             out = out.masked_fill(~token_mask[..., None], 0.0)
         return out
 
-
     def packed(self, x: torch.Tensor, batch: AttentionBatch) -> torch.Tensor:
         """The same convolution on (N, C) packed tokens, each sequence on its own: token t's window
         holds its K neighbours, with zeros where a neighbour would belong to another sequence, as
@@ -378,7 +388,7 @@ class DebertaEncoder(nn.Module):
         if self.rel_norm is not None:
             R = self.rel_norm(R)  # row by row, so normalising the kept rows is the same
         c2p_rows, p2c_rows = (c2p_rows - rows.start).int(), (p2c_rows - rows.start).int()
-        return Relative(R, c2p_rows, p2c_rows, by_pair(c2p_rows).long(), by_pair(p2c_rows).long(), {})
+        return Relative(R, c2p_rows, p2c_rows)
 
     def forward(self, input_ids: torch.Tensor, batch: AttentionBatch, checkpointing: bool = False) -> torch.Tensor:
         T = input_ids.size(1)

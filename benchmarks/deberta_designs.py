@@ -10,7 +10,7 @@ them with tl.dot (q against Pk rows, Pq rows against k), and skews the products 
 tl.gather. No GPU is needed to compare what each costs inside the kernel: both are compiled for a
 GPU target with Triton's ptxas, and cuobjdump reads registers, spills and the SASS, where the
 tensor-core instructions (HMMA / HGMMA) count the matrix work. Speed itself needs a GPU
-(python -m kernels.bench --deberta).
+(python -m minirm.kernels.bench --deberta).
 
 The per-tile kernel is checked against the reference in Triton's interpreter first (--check),
 so the comparison is between two kernels that compute the same thing.
@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 import triton  # noqa: E402
 import triton.language as tl  # noqa: E402
 
-from kernels.attention import _LOG2E, _head_offset, _load_rows, _locate_tile, _row_offsets, _store_rows  # noqa: E402
+from minirm.kernels.attention import _LOG2E, _head_offset, _load_rows, _locate_tile, _row_offsets, _store_rows  # noqa: E402
 
 
 @triton.jit
@@ -90,13 +90,13 @@ def _rows_per_tile_forward_kernel(  # the per-tile design's forward (both terms,
 
 
 def check_in_interpreter():
-    """The per-tile kernel's output against kernels.deberta's reference (fp32, ragged lengths)."""
+    """The per-tile kernel's output against minirm.kernels.deberta's reference (fp32, ragged lengths)."""
     import math
 
     import torch
 
-    from kernels.attention import _fill_tile_map, _num_tiles
-    from kernels.deberta import disentangled_attention_reference
+    from minirm.kernels.attention import _fill_tile_map, _num_tiles
+    from minirm.kernels.deberta import disentangled_attention_reference
     from minirm.models.deberta import relative_rows
 
     kernel = _rows_per_tile_forward_kernel
@@ -127,7 +127,7 @@ def compile_both(arch, head_dim, dtype, block_m, block_n, num_warps, num_stages)
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    from kernels import aot, deberta
+    from minirm.kernels import aot, deberta
 
     target = GPUTarget("cuda", aot.ARCHS[arch], 32)
     table = "fp32" if dtype == "fp16" else dtype

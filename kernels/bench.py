@@ -1,6 +1,6 @@
 """Benchmark the Triton varlen attention kernel against PyTorch's scaled_dot_product_attention.
 
-    python -m kernels.bench [--help]
+    python -m minirm.kernels.bench [--help]
 
 Two workloads, each timed forward only and forward + backward:
 
@@ -24,7 +24,7 @@ With --deberta it benchmarks DeBERTa's disentangled attention instead (the conte
 terms of deberta-v2-xxlarge / v3: --heads 24 x --head-dim 64 by default, position_buckets 256,
 max_relative_positions 512, so R has 512 rows), timing forward and forward + backward (gradients
 of q, k, v and the relative keys and queries) and measuring peak memory, for
-  * triton:     kernels.deberta.disentangled_attention on the packed tokens, with int32 maps from
+  * triton:     minirm.kernels.deberta.disentangled_attention on the packed tokens, with int32 maps from
                 the distance i - j to the row of R it reads,
   * sdpa-bias:  what minirm's model (and transformers) runs today: the batch padded to its longest
                 length T, the c2p + p2c bias written out as a (B, heads, T, T) float tensor with the
@@ -34,7 +34,7 @@ tokenizer as a length distribution), and fixed lengths 128 ... 4096 at --fixed-t
 Both read only the rows of R the longest sequence reaches, as the model does. Peak memory is
 torch.cuda.max_memory_allocated during one call, less what was allocated before it.
 
-    python -m kernels.bench --deberta [--heads 24] [--head-dim 64] [--plot deberta_bench.png]
+    python -m minirm.kernels.bench --deberta [--heads 24] [--head-dim 64] [--plot deberta_bench.png]
 
 Needs a CUDA GPU. Without one it prints one line and exits with status 0: the Triton
 interpreter is far too slow to say anything about speed. The providers take their device from
@@ -72,13 +72,13 @@ DEBERTA_PLOT = Path("deberta_bench.png")
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
-        prog="python -m kernels.bench",
+        prog="python -m minirm.kernels.bench",
         description="TFLOP/s of the Triton varlen attention kernel vs. PyTorch SDPA (needs a CUDA GPU); with "
                     "--deberta, time and peak memory of the DeBERTa disentangled-attention kernel vs. SDPA with "
                     "the relative bias as a float mask.",
     )
     parser.add_argument("--deberta", action="store_true",
-                        help="benchmark DeBERTa's disentangled attention (kernels.deberta) against the padded "
+                        help="benchmark DeBERTa's disentangled attention (minirm.kernels.deberta) against the padded "
                              "(B, heads, T, T) bias + SDPA of minirm's model, on the real-length batches and "
                              "the fixed lengths, with --heads x --head-dim")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA,
@@ -164,7 +164,7 @@ def attention_flops(lengths, heads, head_dim, causal, mode):
 
 
 def triton_varlen(lengths, heads, head_dim, causal, dtype):
-    from kernels.attention import varlen_attention
+    from minirm.kernels.attention import varlen_attention
 
     total = sum(lengths)
     q, k, v = (torch.randn(total, heads, head_dim, device=DEVICE, dtype=dtype, requires_grad=True) for _ in range(3))
@@ -388,9 +388,9 @@ def deberta_leaves(*tensors):
 
 
 def triton_deberta(problem):
-    """kernels.deberta.disentangled_attention on the packed tokens: (run, inputs); run() returns
+    """minirm.kernels.deberta.disentangled_attention on the packed tokens: (run, inputs); run() returns
     [(tokens, heads, head_dim)], inputs are q, k, v, pos_key, pos_query."""
-    from kernels.deberta import disentangled_attention
+    from minirm.kernels.deberta import disentangled_attention
 
     q, k, v, pos_key, pos_query = inputs = deberta_leaves(problem.q, problem.k, problem.v, problem.pos_key,
                                                           problem.pos_query)
@@ -594,7 +594,7 @@ def deberta_main(args):
     print(f"DeBERTa: disentangled attention, content + c2p + p2c, position_buckets {DEBERTA_BUCKETS}, "
           f"max_relative_positions {DEBERTA_MAX_RELATIVE} (R: {2 * span} rows; each batch reads the rows its "
           f"longest sequence reaches, as the model does).")
-    print("         triton:    kernels.deberta.disentangled_attention on the packed tokens.")
+    print("         triton:    minirm.kernels.deberta.disentangled_attention on the packed tokens.")
     print("         sdpa-bias: minirm's sdpa path (and transformers'): padded to the longest length T, the c2p + "
           "p2c bias written out as (B, heads, T, T), the dtype's minimum at padded keys, as SDPA's "
           "attn_mask.")
@@ -613,18 +613,18 @@ def deberta_main(args):
 def main(argv=None):
     args = parse_args(argv)
     if not torch.cuda.is_available():
-        print("kernels.bench: no CUDA device available; this benchmark needs a GPU, nothing to do.")
+        print("minirm.kernels.bench: no CUDA device available; this benchmark needs a GPU, nothing to do.")
         return 0
-    from kernels.attention import _kernels_interpreted
+    from minirm.kernels.attention import _kernels_interpreted
 
     if _kernels_interpreted():
-        print("kernels.bench: TRITON_INTERPRET=1 is set; unset it to benchmark the compiled kernels.")
+        print("minirm.kernels.bench: TRITON_INTERPRET=1 is set; unset it to benchmark the compiled kernels.")
         return 0
 
     import triton
 
     command_args = sys.argv[1:] if argv is None else argv
-    print(f"command: python -m kernels.bench {shlex.join(command_args)}".rstrip())
+    print(f"command: python -m minirm.kernels.bench {shlex.join(command_args)}".rstrip())
     print(f"device:  {torch.cuda.get_device_name()} | torch {torch.__version__} | triton {triton.__version__}")
     if args.deberta:
         return deberta_main(args)

@@ -88,7 +88,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.attention import (
+from minirm.kernels.attention import (
     _INTERPRETER_BLOCKS,
     _INTERPRETER_DKDV_BLOCKS,
     _LOG2E,
@@ -477,7 +477,7 @@ def _deberta_backward_dq_kernel(
 # ----------------------------------------------------------------------------------------------
 # (BLOCK_M, BLOCK_N, num_warps, num_stages): the shapes of kernels/attention.py, fewer and a
 # stage lighter, since every score tile also holds two gathered index tiles and two table tiles.
-# Pruned per architecture by the same compile table (python -m kernels.aot).
+# Pruned per architecture by the same compile table (python -m minirm.kernels.aot).
 _DEBERTA_FORWARD_BLOCKS = [(128, 64, 8, 2), (64, 64, 4, 2), (64, 32, 4, 2), (32, 32, 4, 1), (32, 32, 8, 1),
                            (16, 16, 4, 1)]
 _DEBERTA_DKDV_BLOCKS = [(32, 128, 8, 2), (32, 64, 4, 2), (16, 64, 4, 2), (16, 32, 4, 1), (16, 32, 8, 1),
@@ -492,7 +492,7 @@ _DEBERTA_DQ_CONFIGS = _configs(_DEBERTA_DQ_BLOCKS, _fill_query_tiles)
 
 
 def table_name(kernel, has_c2p, has_p2c, dropout):
-    """A variant's kernel name in the compile table (python -m kernels.aot): deberta_<kernel> with
+    """A variant's kernel name in the compile table (python -m minirm.kernels.aot): deberta_<kernel> with
     both relative terms, then _c2p or _p2c with one, and _dropout with attention dropout."""
     one_term = {(True, False): "_c2p", (False, True): "_p2c"}.get((has_c2p, has_p2c), "")
     return f"deberta_{kernel}{one_term}{'_dropout' if dropout else ''}"
@@ -525,7 +525,7 @@ class _Launch:
         present = c2p_table if c2p_table is not None else p2c_table
         self.has_c2p, self.has_p2c = c2p_table is not None, p2c_table is not None
         # an absent term passes the other table, which the kernel never reads; under the
-        # interpreter bf16 goes in as fp32 (see kernels.attention._kernel_dtype)
+        # interpreter bf16 goes in as fp32 (see minirm.kernels.attention._kernel_dtype)
         self.c2p, self.p2c = (self._readable(present if table is None else table) for table in (c2p_table, p2c_table))
         self.shape = present.shape
         self.cu_seqlens, self.max_seqlen, self.total_tokens = cu_seqlens, max_seqlen, q.shape[0]
@@ -689,7 +689,7 @@ def disentangled_attention(q, k, v, cu_seqlens, max_seqlen, pos_key=None, pos_qu
     if terms == 0:
         if dropout_p:
             raise ValueError("dropout needs a relative term: varlen_attention, which serves no-term calls, has none")
-        from kernels.attention import varlen_attention
+        from minirm.kernels.attention import varlen_attention
 
         return varlen_attention(q, k, v, cu_seqlens, max_seqlen, softmax_scale=softmax_scale)
     if dropout_p and dropout_seed is None:

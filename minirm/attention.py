@@ -125,7 +125,7 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, batch: AttentionBa
         if dropout:
             raise MinirmError("the triton attention kernel has no attention dropout; set attention dropout to 0 "
                               "or use the sdpa backend")
-        from kernels import varlen_attention  # imported lazily: only the triton backend needs Triton
+        from minirm.kernels.attention import varlen_attention  # imported lazily: only the triton backend needs Triton
 
         return varlen_attention(
             q, k, v, batch.cu_seqlens, batch.max_len, causal=batch.causal, softmax_scale=scale
@@ -208,7 +208,7 @@ def triton_unavailable(device: torch.device, head_dim: int, dtype: torch.dtype) 
         major, minor = torch.cuda.get_device_capability(device)
         if (major, minor) < (8, 0):
             return f"the GPU's compute capability is {major}.{minor}; the kernel needs 8.0 (Ampere) or newer"
-    from kernels.attention import SUPPORTED_DTYPES, SUPPORTED_HEAD_DIMS
+    from minirm.kernels.attention import SUPPORTED_DTYPES, SUPPORTED_HEAD_DIMS
 
     if head_dim not in SUPPORTED_HEAD_DIMS:
         return f"head dim {head_dim} is not one the kernel takes ({', '.join(map(str, SUPPORTED_HEAD_DIMS))})"

@@ -1,4 +1,4 @@
-"""Tests for `python -m kernels.bench --deberta` (kernels/bench.py).
+"""Tests for `python -m minirm.kernels.bench --deberta` (kernels/bench.py).
 
 The benchmark itself needs a GPU; what it compares does not. Both providers take their device from
 their inputs, so here they run on CPU tensors (the Triton kernel through Triton's interpreter) and
@@ -21,7 +21,7 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from kernels import bench  # noqa: E402
+from minirm.kernels import bench  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 LENGTHS = [5, 17, 3]
@@ -36,7 +36,7 @@ def unpad(padded, lengths):
 
 @pytest.fixture(scope="module")
 def problem():
-    from kernels.attention import _kernels_interpreted
+    from minirm.kernels.attention import _kernels_interpreted
 
     if not _kernels_interpreted():
         pytest.fail("TRITON_INTERPRET=1 must be set before triton is first imported")
@@ -128,7 +128,7 @@ def test_parse_args():
 
 
 def test_help():
-    result = subprocess.run([sys.executable, "-m", "kernels.bench", "--deberta", "--help"], check=False, cwd=REPO_ROOT,
+    result = subprocess.run([sys.executable, "-m", "minirm.kernels.bench", "--deberta", "--help"], check=False, cwd=REPO_ROOT,
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert "--deberta" in result.stdout

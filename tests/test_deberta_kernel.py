@@ -29,7 +29,7 @@ import torch  # noqa: E402
 
 pytest.importorskip("triton")
 
-from kernels.deberta import disentangled_attention, disentangled_attention_reference, dropout_keep_mask  # noqa: E402
+from minirm.kernels.deberta import disentangled_attention, disentangled_attention_reference, dropout_keep_mask  # noqa: E402
 from minirm import Scorer  # noqa: E402
 from minirm.models.deberta import relative_rows  # noqa: E402
 from packed_grads import assert_packed_grads_match_padded  # noqa: E402
@@ -312,7 +312,7 @@ def test_score_cli_on_the_kernel_matches_transformers(make_wide_deberta, pairs, 
 
 CPU_WITHOUT_INTERPRETER = """
 import torch
-from kernels import disentangled_attention
+from minirm.kernels.deberta import disentangled_attention
 
 x = torch.randn(5, 2, 16)
 rows = torch.zeros(9, dtype=torch.int32)
@@ -324,7 +324,7 @@ except RuntimeError as error:
 
 COMPILED_ON_GPU = """
 import torch
-from kernels.deberta import disentangled_attention, disentangled_attention_reference, dropout_keep_mask
+from minirm.kernels.deberta import disentangled_attention, disentangled_attention_reference, dropout_keep_mask
 from minirm.models.deberta import relative_rows
 
 torch.manual_seed(0)

@@ -23,8 +23,8 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from kernels import varlen_attention, varlen_attention_reference  # noqa: E402
-from kernels.attention import (  # noqa: E402
+from minirm.kernels.attention import varlen_attention, varlen_attention_reference  # noqa: E402
+from minirm.kernels.attention import (  # noqa: E402
     _attention_forward,
     _fill_tile_map,
     _kernels_interpreted,
@@ -237,11 +237,11 @@ def run_without_interpreter(script):
 
 CPU_WITHOUT_INTERPRETER = """
 import torch
-import kernels  # importing needs neither a GPU nor TRITON_INTERPRET
+from minirm.kernels import attention  # importing needs neither a GPU nor TRITON_INTERPRET
 cu_seqlens = torch.tensor([0, 3], dtype=torch.int32)
 q = torch.randn(3, 2, 16)
 try:
-    kernels.varlen_attention(q, q, q, cu_seqlens, 3)
+    attention.varlen_attention(q, q, q, cu_seqlens, 3)
 except RuntimeError as error:
     print(error)
 """
@@ -258,7 +258,7 @@ def test_cpu_without_interpreter_raises_clear_error():
 # ----------------------------------------------------------------------------------------------
 COMPILED_ON_GPU = """
 import torch
-from kernels import varlen_attention, varlen_attention_reference
+from minirm.kernels.attention import varlen_attention, varlen_attention_reference
 
 torch.manual_seed(0)
 lengths = [1, 17, 300, 1000, 64, 129]
@@ -288,3 +288,15 @@ def test_compiled_kernels_on_gpu():
     result = run_without_interpreter(COMPILED_ON_GPU)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().endswith("ok")
+
+
+def test_interpreter_turns_one_element_arrays_into_ints():
+    """Triton 3.6's interpreter calls int() on one-element arrays, which NumPy 2.4 refuses; importing
+    minirm.kernels.attention teaches it to squeeze first (kernels/_triton_compat.py). On a Triton
+    that already squeezes, nothing is patched and this holds as it is."""
+    from triton.runtime import interpreter
+
+    from minirm.kernels import _triton_compat
+
+    assert _triton_compat._index_of_one_element_array(interpreter) == 7
+    assert not _triton_compat.interpreter_needs_patch()

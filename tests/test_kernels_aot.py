@@ -2,7 +2,7 @@
 
 A full cold sweep compiles ~2,500 variants (every kernel, head dim, dtype, causal flag or
 DeBERTa term set, autotune config and architecture): many minutes on two cores, too slow for CI. So the full sweep is
-committed, as kernels/_aot_table.py (`python -m kernels.aot --write-table`), and checked here:
+committed, as kernels/_aot_table.py (`python -m minirm.kernels.aot --write-table`), and checked here:
 
 * it is current: it was generated from the kernels' present source (a hash of every
   @triton.jit function) and covers exactly the variants the package can launch today, so a
@@ -32,9 +32,9 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 import triton  # noqa: E402
 
-from kernels import _aot_table, aot, attention, deberta  # noqa: E402
+from minirm.kernels import _aot_table, aot, attention, deberta  # noqa: E402
 
-REGENERATE = "regenerate it with `python -m kernels.aot --write-table`"
+REGENERATE = "regenerate it with `python -m minirm.kernels.aot --write-table`"
 
 
 def table_rows():
@@ -94,7 +94,7 @@ AUTOTUNED += [(f"deberta_{kernel}{terms}", autotuner, [launch])
 
 
 def test_deberta_launches_read_their_own_rows():
-    """The name kernels.deberta's prune hook builds from a launch's flags is the report's name."""
+    """The name minirm.kernels.deberta's prune hook builds from a launch's flags is the report's name."""
     for kernel in ("forward", "backward_dkdv", "backward_dq"):
         for suffix, flags in aot.DEBERTA_FLAGS.items():
             assert deberta.table_name(kernel, *flags) == f"deberta_{kernel}{suffix}"
@@ -169,11 +169,11 @@ def test_fresh_compile_reproduces_the_table(fresh_sample):
 
 
 def test_cli_json_rows(fresh_sample):
-    """`python -m kernels.aot --json` prints exactly the documented fields (from the warm cache)."""
+    """`python -m minirm.kernels.aot --json` prints exactly the documented fields (from the warm cache)."""
     _, cache_path = fresh_sample
     environment = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
     result = subprocess.run(
-        [sys.executable, "-m", "kernels.aot", "--json", "--kernel", "backward_preprocess", "--arch", "sm_90",
+        [sys.executable, "-m", "minirm.kernels.aot", "--json", "--kernel", "backward_preprocess", "--arch", "sm_90",
          "--cache", str(cache_path)],
         cwd=Path(__file__).resolve().parents[1], env=environment, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr

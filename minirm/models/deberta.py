@@ -299,7 +299,7 @@ class DisentangledAttention(nn.Module):
         N, C = x.shape
         q, k, v = (t.view(N, self.num_heads, -1) for t in (self.q(x) * self.scale, self.k(x), self.v(x)))
         if batch.backend == "triton" and rel is not None:
-            from kernels.deberta import disentangled_attention  # only the triton backend needs Triton
+            from minirm.kernels.deberta import disentangled_attention  # only the triton backend needs Triton
 
             # q and pos_q arrive scaled, so the kernel's own scale is 1; its dropout draws its seed
             # from torch's CPU generator, which activation checkpointing replays

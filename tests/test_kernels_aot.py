@@ -1,15 +1,17 @@
-"""The compile report (kernels/aot.py) and the table behind the autotuner's pruning (kernels/_aot_table.py).
+"""The compile report (kernels/aot.py) and the tables behind the autotuner's pruning (kernels/compile_report/).
 
-A full cold sweep compiles ~2,500 variants (every kernel, head dim, dtype, causal flag or
-DeBERTa term set, autotune config and architecture): many minutes on two cores, too slow for CI. So the full sweep is
-committed, as kernels/_aot_table.py (`python -m minirm.kernels.aot --write-table`), and checked here:
+A full cold sweep compiles ~2,900 variants (every kernel, head dim, dtype, causal flag or
+DeBERTa term set, autotune config and architecture): about an hour on two cores, too slow for CI.
+So each sweep is committed, one table per Triton release (`python -m minirm.kernels.aot
+--write-table`, read by kernels/compile_table.py), and checked here:
 
-* it is current: it was generated from the kernels' present source (a hash of every
+* which table a launch prunes with: the running Triton's, else the nearest release's;
+* every table is current: it was generated from the kernels' present source (a hash of every
   @triton.jit function) and covers exactly the variants the package can launch today, so a
   kernel or config edit without regenerating the table fails;
 * every variant compiled for sm_80 and sm_90, keeps at least one config that compiles cleanly
   (no spill, fits in shared memory), and no config the autotuner may pick spills;
-* it is truthful: a deterministic sample is compiled afresh, with an empty Triton cache, and
+* the running Triton's table is truthful: a deterministic sample is compiled afresh, with an empty Triton cache, and
   must reproduce the table's registers, spill and shared memory exactly. The sample is, per
   kernel and architecture (DeBERTa's term and dropout sets counted as one kernel), the pickable
   config with the most registers (the one closest to spilling) and three more pickable ones
@@ -23,6 +25,7 @@ import os
 import random
 import subprocess
 import sys
+import warnings
 from collections import defaultdict
 from pathlib import Path
 
@@ -32,51 +35,102 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 import triton  # noqa: E402
 
-from minirm.kernels import _aot_table, aot, attention, deberta  # noqa: E402
+from minirm.kernels import aot, attention, compile_table, deberta  # noqa: E402
 
-REGENERATE = "regenerate it with `python -m minirm.kernels.aot --write-table`"
+REGENERATE = "regenerate it with `python -m minirm.kernels.aot --write-table` under that Triton"
+TABLES = compile_table.read_all()
 
 
-def table_rows():
-    return [dict(zip(_aot_table.FIELDS, row)) for row in _aot_table.ROWS]
+def table_rows(version=None):
+    """The rows of one table (default: every architecture's table for the running Triton)."""
+    if version is not None:
+        return TABLES[version]["rows"]
+    return [row for arch in aot.ARCHS for row in TABLES[chosen(arch)]["rows"] if row["arch"] == arch]
+
+
+def chosen(arch, triton_version=None):
+    return compile_table.choose(TABLES, triton_version or triton.__version__, arch)
 
 
 def variant_of(row):
     return row["kernel"], row["arch"], row["head_dim"], row["dtype"], row["causal"]
 
 
-def test_table_matches_the_kernel_source():
-    assert _aot_table.SOURCE_HASH == aot.kernel_source_hash(), f"the kernels changed since kernels/_aot_table.py: {REGENERATE}"
+def test_which_table_a_launch_prunes_with():
+    tables = {"3.6.0": {"archs": ["sm_90"]}, "3.9.0": {"archs": ["sm_80", "sm_90"]}}
+    assert compile_table.choose(tables, "3.6.0", "sm_90") == "3.6.0"  # its own
+    assert compile_table.choose(tables, "3.6.0", "sm_80") == "3.9.0"  # the only one covering sm_80
+    assert compile_table.choose(tables, "3.7.1", "sm_90") == "3.6.0"  # nearest
+    assert compile_table.choose(tables, "3.8.0+git4f2c", "sm_90") == "3.9.0"
+    assert compile_table.choose(tables, "3.11.0", "sm_90") == "3.9.0"
+    assert compile_table.choose({"3.6.0": {"archs": ["sm_90"]}, "3.8.0": {"archs": ["sm_90"]}}, "3.7.0",
+                                "sm_90") == "3.8.0"  # a tie goes to the newer release
+    assert compile_table.choose(tables, "3.9.0", "sm_100") is None  # nothing covers it: nothing is pruned
 
 
-def test_table_covers_every_variant_once():
-    measured = [aot.variant_key(row) for row in table_rows()]
-    expected = [aot.variant_key(variant) for variant in aot.all_variants()]
+def test_the_prune_hook_follows_the_running_triton(monkeypatch):
+    """Two tables that disagree about one config: the hook prunes as the running release's says."""
+    row = dict(kernel="forward", arch="sm_90", head_dim=64, dtype="bf16", causal=False, BLOCK_M=128, BLOCK_N=64,
+               num_warps=4, num_stages=3, compiled=True, registers=200, spill_bytes=0, shared_bytes=32768)
+    spilling = dict(row, registers=255, spill_bytes=8)
+    fake = {"3.6.0": {"archs": ["sm_90"], "rows": [spilling]}, "3.9.0": {"archs": ["sm_90"], "rows": [row]}}
+    monkeypatch.setattr(attention, "_COMPILE_TABLES", fake)
+    monkeypatch.setattr(attention, "_TABLE_VARIANTS", {})
+    monkeypatch.setattr(attention, "_device_limits", lambda device: ("sm_90", attention._SHARED_MEMORY_LIMITS["sm_90"]))
+    autotuner = attention._forward_autotuned
+    kept = {}
+    for version in ("3.6.0", "3.7.0", "3.9.0"):
+        monkeypatch.setattr(triton, "__version__", version)
+        configs = autotuner.early_config_prune(autotuner.configs, {"Q": torch.empty(0, dtype=torch.bfloat16)},
+                                               HEAD_DIM=64, CAUSAL=False)
+        kept[version] = {attention._config_tuple(config) for config in configs}
+    assert (128, 64, 4, 3) not in kept["3.6.0"] and (128, 64, 4, 3) not in kept["3.7.0"]
+    assert (128, 64, 4, 3) in kept["3.9.0"]
+    assert kept["3.6.0"] | {(128, 64, 4, 3)} == kept["3.9.0"]  # everything else is unknown to both: offered
+
+
+def test_every_architecture_has_a_table():
+    assert all(chosen(arch) for arch in aot.ARCHS)
+
+
+@pytest.mark.parametrize("version", sorted(TABLES))
+def test_table_matches_the_kernel_source(version):
+    assert TABLES[version]["source_hash"] == aot.kernel_source_hash(), \
+        f"the kernels changed since kernels/compile_report/triton-{version}.json: {REGENERATE}"
+
+
+@pytest.mark.parametrize("version", sorted(TABLES))
+def test_table_covers_every_variant_once(version):
+    measured = [aot.variant_key(row) for row in table_rows(version)]
+    expected = [aot.variant_key(variant) for variant in aot.all_variants(TABLES[version]["archs"])]
     assert len(set(measured)) == len(measured), "duplicate rows"
     missing, extra = set(expected) - set(measured), set(measured) - set(expected)
     assert not missing and not extra, f"{len(missing)} variants missing, {len(extra)} stale: {REGENERATE}"
 
 
-def test_every_variant_compiles_and_keeps_a_clean_config():
+@pytest.mark.parametrize("version", sorted(TABLES))
+def test_every_variant_compiles_and_keeps_a_clean_config(version):
     by_variant = defaultdict(list)
-    for row in table_rows():
+    for row in table_rows(version):
         assert row["compiled"], f"does not compile: {row}"
         by_variant[variant_of(row)].append(row)
-    assert {arch for _, arch, *_ in by_variant} == set(aot.ARCHS)
+    assert {arch for _, arch, *_ in by_variant} == set(TABLES[version]["archs"])
     for variant, rows in by_variant.items():
         limit = attention._SHARED_MEMORY_LIMITS[variant[1]]
         clean = [row for row in rows if row["spill_bytes"] == 0 and row["shared_bytes"] <= limit]
         assert clean, f"{variant}: every config spills or overflows shared memory"
 
 
-def test_the_autotuner_never_picks_a_config_that_spills():
+@pytest.mark.parametrize("version", sorted(TABLES))
+def test_the_autotuner_never_picks_a_config_that_spills(version):
+    """On the Triton a table was made with, pruning by it never leaves a spilling config."""
     picked = 0
-    for row in table_rows():
-        if attention._autotune_may_pick(row):
+    for row in table_rows(version):
+        if attention._autotune_may_pick(row, version):
             picked += 1
             assert row["spill_bytes"] == 0, row
             assert row["shared_bytes"] <= attention._SHARED_MEMORY_LIMITS[row["arch"]], row
-    assert picked > len(table_rows()) // 2  # pruning drops the bad configs, not most of them
+    assert picked > len(table_rows(version)) // 2  # pruning drops the bad configs, not most of them
 
 
 # (kernel name in the table, its autotuner, [(constexprs of a launch, the causal field of its rows)])
@@ -133,12 +187,12 @@ def sample_variants():
             # DeBERTa's term and dropout sets are one kernel's code: one group, so the sample stays small
             kernel = row["kernel"].removesuffix("_c2p").removesuffix("_p2c").removesuffix("_dropout")
             groups[(kernel, row["arch"])].append(row)
-    chosen = []
+    sample = []
     for _, pickable in sorted(groups.items()):
-        chosen.append(max(pickable, key=lambda row: (row["registers"], str(aot.variant_key(row)))))
-        chosen += rng.sample(pickable, 3)
-    chosen += [row for row in rows if row["kernel"] == "backward_preprocess" and row["arch"] == "sm_90"]
-    unique = {aot.variant_key(row): {field: row[field] for field in aot.VARIANT_FIELDS} for row in chosen}
+        sample.append(max(pickable, key=lambda row: (row["registers"], str(aot.variant_key(row)))))
+        sample += rng.sample(pickable, 3)
+    sample += [row for row in rows if row["kernel"] == "backward_preprocess" and row["arch"] == "sm_90"]
+    unique = {aot.variant_key(row): {field: row[field] for field in aot.VARIANT_FIELDS} for row in sample}
     return list(unique.values())
 
 
@@ -152,20 +206,24 @@ def fresh_sample(tmp_path_factory):
 
 
 def test_fresh_compile_reproduces_the_table(fresh_sample):
+    """Exactly, where the running Triton has a table of its own. Where it prunes with another
+    release's table, the figures are a prediction: the sample must compile, and a pickable config
+    that spills here is reported (a slower config, not a wrong one)."""
     results, _ = fresh_sample
     table = {aot.variant_key(row): row for row in table_rows()}
-    same_compiler = _aot_table.TRITON_VERSION == triton.__version__
+    predicted_wrong = []
     for result in results:
         assert result["compiled"], result
         recorded = table[aot.variant_key(result)]
         measured = {field: result[field] for field in ("registers", "spill_bytes", "shared_bytes")}
-        if same_compiler:
+        if chosen(result["arch"]) == triton.__version__:
             assert measured == {field: recorded[field] for field in measured}, \
-                f"{aot.variant_key(result)} compiles differently than kernels/_aot_table.py says: {REGENERATE}"
-        elif attention._autotune_may_pick(recorded):
-            # Another Triton generates other code; the table's figures are then only a guide,
-            # but a config the autotuner may pick must still not spill.
-            assert measured["spill_bytes"] == 0, f"{aot.variant_key(result)} spills with triton {triton.__version__}"
+                f"{aot.variant_key(result)} compiles differently than its table says: {REGENERATE}"
+        elif attention._autotune_may_pick(recorded) and measured["spill_bytes"]:
+            predicted_wrong.append(aot.variant_key(result))
+    if predicted_wrong:
+        warnings.warn(f"triton {triton.__version__} spills {len(predicted_wrong)} sampled configs that another "
+                      f"release's table calls clean, e.g. {predicted_wrong[0]}: add a table for it ({REGENERATE})")
 
 
 def test_cli_json_rows(fresh_sample):

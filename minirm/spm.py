@@ -2,12 +2,15 @@
 
 Some checkpoints ship only spm.model for their tokenizer: microsoft/deberta-v2-xxlarge, the
 oa-deberta recipe's base model, is one. The file is a serialized `ModelProto` message
-(sentencepiece_model.proto). minirm needs three things from it:
+(sentencepiece_model.proto). minirm needs four things from it:
 
     ModelProto   field 1: repeated SentencePiece pieces
                    SentencePiece field 1: piece (string), 2: score (float32), 3: type (enum)
                  field 2: TrainerSpec trainer_spec
                    field 3: model_type (1 UNIGRAM, 2 BPE, 3 WORD, 4 CHAR), field 40: unk_id
+                 field 3: NormalizerSpec normalizer_spec
+                   field 2: precompiled_charsmap (bytes): the normalization SentencePiece applies
+                   before it splits (NFKC by default: full-width "，" becomes ","), compiled
 
 Protobuf's wire format is a sequence of (tag, value) records; tag = field_number << 3 | wire
 type, where wire type 0 is a varint, 1 eight bytes, 2 a length-prefixed byte string and 5 four
@@ -33,6 +36,7 @@ class SentencePieceModel:
     pieces: list[tuple[str, float, int]]  # (piece, score, type), in id order
     model_type: int = UNIGRAM
     unk_id: int = 0
+    precompiled_charsmap: bytes = b""  # empty: the model was trained without normalization rules
 
 
 def _varint(buf: bytes, pos: int) -> tuple[int, int]:
@@ -92,6 +96,10 @@ def read_spm(path: Path) -> SentencePieceModel:
                         model.model_type = v
                     elif f == 40:
                         model.unk_id = v
+            elif field == 3:  # the NormalizerSpec
+                for f, v in _fields(value):
+                    if f == 2:
+                        model.precompiled_charsmap = bytes(v)
     except (ValueError, IndexError, UnicodeDecodeError, struct.error, AttributeError) as e:
         raise MinirmError(f"{path}: not a valid SentencePiece model ({e}); re-download it") from None
     if not model.pieces:

@@ -228,10 +228,13 @@ def _byte_level_bpe(folder: Path, with_roberta_specials: bool) -> Tokenizer:
 
 def _deberta_spm(path: Path, options: dict) -> Tokenizer:
     """DeBERTa-v2's tokenizer from spm.model alone, built as transformers' DebertaV2Tokenizer
-    builds it: the SentencePiece unigram pieces and scores; whitespace runs, tabs and newlines
-    to one space, NFC, right strip (the file's own normalization rules are not used); "▁"
-    before every word; [CLS] A [SEP] B [SEP]. Control and user-defined pieces are matched
-    whole in the raw text, as transformers adds them as tokens."""
+    builds it (5.25): the SentencePiece unigram pieces and scores; the file's own normalization
+    (its precompiled charsmap, as SentencePiece applies it), then a right strip and runs of
+    spaces to one; "▁" before every word; [CLS] A [SEP] B [SEP]. A file without a charsmap gets
+    whitespace runs, tabs and newlines to one space, NFC and a right strip. (transformers 5.23
+    and older ignored the charsmap, so full-width punctuation such as "，" became [UNK] where
+    SentencePiece itself, which the model was trained with, reads ",".) Control and
+    user-defined pieces are matched whole in the raw text, as transformers adds them as tokens."""
     spm = read_spm(path)
     if spm.model_type != UNIGRAM:
         raise MinirmError(f"{path}: a SentencePiece model of type {spm.model_type}, not unigram; "
@@ -248,8 +251,12 @@ def _deberta_spm(path: Path, options: dict) -> Tokenizer:
     unk_id = vocab.index((unk, 0.0)) if (unk, 0.0) in vocab else spm.unk_id
     tok = Tokenizer(models.Unigram(vocab, unk_id=unk_id, byte_fallback=False))
     norm = [normalizers.Lowercase()] if options.get("do_lower_case", False) else []
-    norm += [normalizers.Replace(Regex(r"\s{2,}|[\n\r\t]"), " "), normalizers.NFC(),
-             normalizers.Strip(left=False, right=True)]
+    if spm.precompiled_charsmap:
+        norm += [normalizers.Precompiled(spm.precompiled_charsmap), normalizers.Strip(left=False, right=True),
+                 normalizers.Replace(Regex(r" {2,}"), " ")]
+    else:
+        norm += [normalizers.Replace(Regex(r"\s{2,}|[\n\r\t]"), " "), normalizers.NFC(),
+                 normalizers.Strip(left=False, right=True)]
     tok.normalizer = normalizers.Sequence(norm)
     scheme = "always" if options.get("add_prefix_space", True) else "first"
     pre = [pre_tokenizers.Punctuation(behavior="isolated")] if options.get("split_by_punct", False) else []

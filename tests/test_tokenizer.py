@@ -308,14 +308,33 @@ def deberta_spm_dir(deberta_spm, tmp_path_factory) -> Path:
     return out
 
 
+SPM_NORMALIZED_TEXTS = ["你好，世界！", "Ｆｕｌｌ－ｗｉｄｔｈ ＡＢＣ １２３！", "ﬁ ligature ①", "x\u3000y",
+                        "  a   b\t\tc\n\nd  ", ""]
+
+
+def test_deberta_spm_model_matches_sentencepiece(deberta_spm_dir):
+    """The ground truth: SentencePiece itself, with the file's own normalization (NFKC here)."""
+    spm = pytest.importorskip("sentencepiece")
+    processor = spm.SentencePieceProcessor(model_file=str(deberta_spm_dir / "spm.model"))
+    ours = load_tokenizer(deberta_spm_dir, ModelConfig.from_file(deberta_spm_dir / "config.json"))
+    texts = ALL_PROMPTS + ALL_RESPONSES + SPM_NORMALIZED_TEXTS
+    assert [ours.tokenizer.encode(t, add_special_tokens=False).ids for t in texts] == processor.encode(texts)
+    assert processor.encode("你好，世界！") != processor.encode("你好世界")  # the "，" is read, not [UNK]
+
+
 @pytest.mark.parametrize("max_length", [512, 20])
 def test_deberta_spm_model_matches_transformers(deberta_spm_dir, max_length):
     pytest.importorskip("google.protobuf")
+    if tuple(int(part) for part in tf.__version__.split(".")[:2]) < (5, 25):
+        pytest.skip(f"transformers {tf.__version__} ignores spm.model's normalization (5.25 applies it, as "
+                    "SentencePiece does; test_deberta_spm_model_matches_sentencepiece checks against SentencePiece)")
     reference = tf.AutoTokenizer.from_pretrained(deberta_spm_dir)  # converted from spm.model by transformers
     cfg = ModelConfig.from_file(deberta_spm_dir / "config.json")
     ours = load_tokenizer(deberta_spm_dir, cfg, max_length=max_length)
     prompts = ALL_PROMPTS + ["", "literal [MASK] and [SEP] and [CLS]x tokens", "Tabs\tand\nnewlines  and   runs"]
+    prompts += SPM_NORMALIZED_TEXTS
     responses = ALL_RESPONSES + ["only a response", "[MASK]", "  trailing spaces  "]
+    responses += ["Ｏｋ！", "fine", "①②", "a\u3000b", "x", "  "]
     kw = dict(truncation=True, max_length=max_length)
     assert ours.encode_pairs(prompts, responses) == hf_pairs(reference, prompts, responses, **kw)
     assert ours.encode_texts(prompts) == [reference(p, **kw)["input_ids"] for p in prompts]

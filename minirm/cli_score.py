@@ -79,12 +79,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--max-wait-ms", type=float, default=0.0,
                    help="how long a request waits for others to batch with (default 0: requests that "
                         "arrive during a forward are batched into the next one)")
-    g.add_argument("--max-queue", type=positive_int, default=8192,
-                   help="sequences waiting before requests get 503 (default 8192)")
-    g.add_argument("--max-request", type=positive_int, default=4096,
-                   help="sequences in one request before it gets 413 (default 4096)")
+    g.add_argument("--max-queue-tokens", type=positive_int, default=1 << 21,
+                   help="tokens waiting before a request that would add more gets 503 and retries; an idle "
+                        "server takes a request of any size (default 2097152)")
+    g.add_argument("--max-body-mb", type=positive_int, default=256,
+                   help="largest request body in MiB; a larger one gets 413 (default 256)")
     g.add_argument("--strip-template", choices=["chatml", "llama3", "llama2", "gemma"],
-                   help="remove this chat template's markers from prompts and responses before scoring")
+                   help="read the conversation in each prompt by this chat template's markers and give it to "
+                        "the model as its card formats one (markers removed)")
     return p
 
 
@@ -211,7 +213,7 @@ def run_server(args) -> int:
 
     parse_address(args.serve)
     options = ServeOptions(max_batch_tokens=args.max_batch_tokens, max_wait_ms=args.max_wait_ms,
-                           max_queue=args.max_queue, max_request=args.max_request,
+                           max_queue_tokens=args.max_queue_tokens, max_body_mb=args.max_body_mb,
                            strip_template=args.strip_template)
     if args.attention:
         check_backend(args.attention, check_device(args.device))

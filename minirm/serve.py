@@ -4,9 +4,11 @@
 
 Endpoints:
 - POST /get_reward  OpenRLHF's `--remote_rm_url` protocol. Request {"query": [...], "prompts": [...],
-                    "labels": [...]} (prompts and labels optional); reply {"rewards": [...], "scores":
-                    [...], "extra_logs": {}}. A query is the policy's prompt followed by its response;
-                    pair models split it at the prompt, single-text models (GPT-2) score it whole.
+                    "labels": [...]} (prompts and labels optional, lists may be empty); reply
+                    {"rewards": [...], "scores": [...], "extra_logs": {"minirm_split_<rule>": [0/1 per
+                    query], ...}}. A query is the policy's prompt followed by its response; pair models
+                    split it (minirm/queries.py says by which rules; extra_logs and /metrics say which
+                    one split each query), single-text models (GPT-2) score it whole.
 - POST /score       {"rows": [...]} in any of score.py's JSONL row formats; the rows come back with
                     the fields score.py adds ("score", or "score_chosen", "score_rejected", "correct").
 - GET  /health      200 once the model is loaded.
@@ -16,10 +18,12 @@ Every request is tokenized in its own handler, then its sequences join one queue
 thread runs the model: when it is free it takes everything waiting (after up to --max-wait-ms
 for company, 0 by default: what arrives during a forward joins the next one), sorts it by length
 and cuts it into batches of at most --max-batch-tokens padded tokens, one forward each. Each score
-goes back to the request that asked for it, in that request's order. A full queue answers 503 with
-Retry-After; a request of more than --max-request sequences answers 413. A bad request gets a 4xx
-whose JSON body is {"error": "one line naming the field"}; a failure inside the model fails only the
-requests whose sequences were in that batch, with a 500.
+goes back to the request that asked for it, in that request's order. A request is work to queue,
+whatever its size (OpenRLHF 0.8-0.9 send a whole rollout, 1024 x 8 queries, in one): the queue is
+bounded in tokens, --max-queue-tokens, and a request that would overflow a busy queue answers 503
+with Retry-After (an idle server takes any request). Only a body over --max-body-mb answers 413. A
+bad request gets a 4xx whose JSON body is {"error": "one line naming the field"}; a failure inside
+the model fails only the requests whose sequences were in that batch, with a 500.
 
 Scores equal offline score.py's up to float rounding (a sequence padded to another length can move
 in the last bits; the tests hold them to 1e-5, the project's parity bar).
@@ -39,16 +43,8 @@ from fastapi import FastAPI, Request  # the [serve] extra: this module is import
 from fastapi.responses import JSONResponse, Response
 
 from .errors import MinirmError, first_line
-from .records import Sample, check_row, has_lone_surrogate, parse_strict_json, rows_to_samples, rows_with_scores
-
-# chat-template markers a policy's prompts and responses often carry; --strip-template removes them
-TEMPLATES = {
-    "chatml": [r"<\|im_start\|>(system|user|assistant)\n?", r"<\|im_end\|>\n?", r"<\|endoftext\|>"],
-    "llama3": [r"<\|begin_of_text\|>", r"<\|start_header_id\|>\w+<\|end_header_id\|>\n*", r"<\|eot_id\|>",
-               r"<\|end_of_text\|>"],
-    "llama2": [r"<s>", r"</s>", r"\[INST\]\s*", r"\s*\[/INST\]\s*", r"<<SYS>>\n?", r"\n?<</SYS>>\n*"],
-    "gemma": [r"<bos>", r"<start_of_turn>(user|model)\n?", r"<end_of_turn>\n?", r"<eos>"],
-}
+from .queries import SPLIT_RULES, TEMPLATES, SplitError, query_sample
+from .records import check_row, has_lone_surrogate, parse_strict_json, rows_to_samples, rows_with_scores
 
 
 @dataclass
@@ -59,12 +55,12 @@ class ServeOptions:
     # how long the first waiting sequence waits for company. 0 (the default) still batches: what
     # arrives while a forward runs goes into the next one, and a lone request never waits
     max_wait_ms: float = 0.0
-    max_queue: int = 8192  # sequences waiting; beyond this a request answers 503
-    max_request: int = 4096  # sequences in one request; beyond this it answers 413
-    strip_template: str | None = None  # a TEMPLATES name
+    max_queue_tokens: int = 1 << 21  # tokens waiting; a request that would pass it waits (503) unless idle
+    max_body_mb: int = 256  # a request body larger than this answers 413 before it is read whole
+    strip_template: str | None = None  # a TEMPLATES name (minirm/queries.py)
 
     def __post_init__(self):
-        for name in ("max_batch_tokens", "max_queue", "max_request"):
+        for name in ("max_batch_tokens", "max_queue_tokens", "max_body_mb"):
             value = getattr(self, name)
             if value is None and name == "max_batch_tokens":
                 continue
@@ -103,18 +99,23 @@ class Batcher:
             options = replace(options, max_batch_tokens=1024)
         self.run_batch, self.options, self.metrics = run_batch, options, metrics
         self._waiting: list[_Waiting] = []
+        self._queued_tokens = 0
         self._cond = threading.Condition()
         self._closed = False
         self._thread = threading.Thread(target=self._loop, name="minirm-batcher", daemon=True)
         self._thread.start()
 
     def submit(self, sequences: list[list[int]]) -> list[concurrent.futures.Future]:
+        """Queue a request's sequences, unless they would push a non-empty queue past its token
+        bound (503: the client retries); an empty queue takes a request of any size."""
+        tokens = sum(map(len, sequences))
         with self._cond:
-            if len(self._waiting) + len(sequences) > self.options.max_queue:
-                raise BadRequest(f"the queue is full ({len(self._waiting)} sequences waiting); retry shortly",
-                                 503, {"Retry-After": "1"})
+            if self._waiting and self._queued_tokens + tokens > self.options.max_queue_tokens:
+                raise BadRequest(f"the queue is full ({self._queued_tokens} tokens waiting, this request has "
+                                 f"{tokens}); retry shortly", 503, {"Retry-After": "1"})
             items = [_Waiting(ids, concurrent.futures.Future()) for ids in sequences]
             self._waiting.extend(items)
+            self._queued_tokens += tokens
             self._cond.notify()
         return [w.future for w in items]
 
@@ -141,7 +142,7 @@ class Batcher:
                 if left <= 0 or sum(len(w.ids) for w in self._waiting) >= budget:
                     break
                 self._cond.wait(timeout=left)
-            taken, self._waiting = self._waiting, []
+            taken, self._waiting, self._queued_tokens = self._waiting, [], 0
         return [w for w in taken if w.future.set_running_or_notify_cancel()]  # skip abandoned requests
 
     def _loop(self) -> None:
@@ -197,6 +198,8 @@ class Metrics:
         self.latency = Histogram("minirm_request_latency_seconds", "request latency", ["endpoint"],
                                  registry=self.registry,
                                  buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30))
+        self.splits = Counter("minirm_query_splits", "queries by the rule that split them (minirm/queries.py)",
+                              ["rule"], registry=self.registry)
         Gauge("minirm_queue_depth", "sequences waiting", registry=self.registry).set_function(depth)
 
     def batch(self, sequences: int, tokens: int) -> None:
@@ -220,8 +223,6 @@ def _string_list(body: dict, name: str, required: bool = True) -> list[str] | No
         return None
     if not isinstance(value, list):
         raise BadRequest(f"field {name!r} must be a list of strings, got {type(value).__name__}")
-    if not value:
-        raise BadRequest(f"field {name!r} is an empty list; send at least one string")
     for i, item in enumerate(value):
         if not isinstance(item, str):
             raise BadRequest(f"{name}[{i}] must be a string, got {type(item).__name__}")
@@ -230,29 +231,38 @@ def _string_list(body: dict, name: str, required: bool = True) -> list[str] | No
     return value
 
 
-def reward_samples(body: dict, pair_input: bool, strip=None) -> list[Sample]:
-    """OpenRLHF's request -> samples: pair models split query[i] at prompts[i]; others score it whole."""
+def reward_samples(body: dict, pair_input: bool, template: str | None = None) -> tuple[list, list[str]]:
+    """OpenRLHF's request -> (samples, the rule that split each query); see minirm/queries.py."""
     queries = _string_list(body, "query")
-    prompts = _string_list(body, "prompts", required=pair_input)
+    prompts = _string_list(body, "prompts", required=False)
     if prompts is not None and len(prompts) != len(queries):
         raise BadRequest(f"'prompts' has {len(prompts)} items but 'query' has {len(queries)}; send one per query")
-    strip = strip or (lambda text: text)
-    if not pair_input:
-        return [Sample(None, strip(q)) for q in queries]
-    samples = []
-    for i, (q, p) in enumerate(zip(queries, prompts)):
-        if not q.startswith(p):
-            raise BadRequest(f"query[{i}] does not start with prompts[{i}]; a query is the prompt followed by "
-                             "its response")
-        samples.append(Sample.pair(strip(p), strip(q[len(p):])))
-    return samples
+    samples, rules = [], []
+    for i, query in enumerate(queries):
+        try:
+            sample, rule = query_sample(query, prompts[i] if prompts is not None else None, pair_input, template)
+        except SplitError as e:
+            raise BadRequest(f"query[{i}] cannot be split into prompt and response: {e}") from None
+        samples.append(sample)
+        rules.append(rule)
+    return samples, rules
 
 
-def template_stripper(name: str | None):
-    if name is None:
-        return None
-    pattern = re.compile("|".join(f"(?:{p})" for p in TEMPLATES[name]))
-    return lambda text: pattern.sub("", text).strip()
+async def read_body(request: Request, limit_mb: int) -> bytes:
+    """The request body, refused (413) as soon as it passes the limit, before it is all read."""
+    limit = limit_mb << 20
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise BadRequest(f"the body has {int(declared)} bytes; send at most --max-body-mb {limit_mb} MiB per request "
+                         "(split the queries over several requests)", 413)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BadRequest(f"the body is over --max-body-mb {limit_mb} MiB; split the queries over several "
+                             "requests", 413)
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def parse_body(raw: bytes) -> dict:
@@ -276,14 +286,12 @@ class RewardService:
         if options.max_batch_tokens is None:
             options = replace(options, max_batch_tokens=16384 if scorer.device.type == "cuda" else 1024)
         self.scorer, self.options = scorer, options
-        self.strip = template_stripper(options.strip_template)
         self.metrics = Metrics(lambda: self.batcher.depth())
         self.batcher = Batcher(scorer.forward_batch, options, self.metrics)
 
-    async def score(self, samples: list[Sample], labels: list[str]) -> list[float]:
-        if len(samples) > self.options.max_request:
-            raise BadRequest(f"{len(samples)} sequences in one request; send at most {self.options.max_request}",
-                             413)
+    async def score(self, samples: list, labels: list[str]) -> list[float]:
+        if not samples:
+            return []
         sequences = await asyncio.to_thread(self.scorer.encode, samples)
         for label, ids in zip(labels, sequences):
             if not ids:
@@ -302,14 +310,20 @@ class RewardService:
         return scores
 
     async def get_reward(self, body: dict) -> dict:
-        samples = reward_samples(body, self.scorer.tokenizer.pair_input, self.strip)
+        samples, rules = reward_samples(body, self.scorer.tokenizer.pair_input, self.options.strip_template)
         scores = await self.score(samples, [f"query[{i}]" for i in range(len(samples))])
-        return {"rewards": scores, "scores": scores, "extra_logs": {}}
+        for rule in rules:
+            self.metrics.splits.labels(rule).inc()
+        # one 0/1 list per rule, every key in every reply (OpenRLHF merges the keys of several
+        # servers' replies and logs each key's mean: the share of queries split by that rule)
+        extra_logs = {f"minirm_split_{name}": [float(rule == name) for rule in rules]
+                      for name in ("whole",) + SPLIT_RULES}
+        return {"rewards": scores, "scores": scores, "extra_logs": extra_logs}
 
     async def score_rows(self, body: dict) -> dict:
         rows = body.get("rows")
-        if not isinstance(rows, list) or not rows:
-            raise BadRequest("field 'rows' must be a non-empty list of row objects")
+        if not isinstance(rows, list):
+            raise BadRequest("field 'rows' must be a list of row objects")
         for i, row in enumerate(rows):
             if not isinstance(row, dict):
                 raise BadRequest(f"rows[{i}] must be an object, got {type(row).__name__}")
@@ -348,7 +362,7 @@ def build_app(scorer, options: ServeOptions | None = None) -> FastAPI:
     async def handle(request: Request, endpoint: str, method):
         started = time.monotonic()
         try:
-            body = parse_body(await request.body())
+            body = parse_body(await read_body(request, service.options.max_body_mb))
             return answer(endpoint, 200, await method(body), started)
         except BadRequest as e:
             return answer(endpoint, e.status, {"error": str(e)}, started, e.headers)

@@ -52,7 +52,8 @@ def test_get_reward_splits_each_query_at_its_prompt(bert_scorer):
     with ServerThread(build_app(bert_scorer)) as url:
         reply = httpx.post(f"{url}/get_reward", json={"query": queries(), "prompts": PROMPTS,
                                                       "labels": ["a", 1, None, {}, []]}).json()
-    assert set(reply) == {"rewards", "scores", "extra_logs"} and reply["extra_logs"] == {}
+    assert set(reply) == {"rewards", "scores", "extra_logs"}
+    assert reply["extra_logs"]["minirm_split_exact"] == [1.0] * len(PROMPTS)  # every query starts with its prompt
     assert reply["rewards"] == reply["scores"]  # new clients read scores, old ones rewards
     close(reply["scores"], bert_scorer.score_pairs(PROMPTS, RESPONSES))
 
@@ -63,13 +64,14 @@ def test_single_text_models_score_the_query_whole(gpt2_scorer):
         with_prompts = httpx.post(f"{url}/get_reward", json={"query": queries(), "prompts": PROMPTS}).json()
     close(old_client["rewards"], gpt2_scorer.score_texts(queries()))
     assert with_prompts["scores"] == old_client["scores"]
+    assert old_client["extra_logs"]["minirm_split_whole"] == [1.0] * len(PROMPTS)
 
 
 @pytest.mark.parametrize("body, status, needle", [
-    ({"query": ["Hi there. Hello!"], "prompts": ["Bye."]}, 400, "query[0] does not start with prompts[0]"),
-    ({"query": ["a b", "c d"]}, 400, "field 'prompts' is missing"),
+    ({"query": ["Hi there. Hello!"], "prompts": ["Bye."]}, 400,
+     "query[0] cannot be split into prompt and response: it does not start with its prompt"),
+    ({"query": ["a b", "c d"]}, 400, "query[0] cannot be split into prompt and response: no prompt to split it at"),
     ({"query": ["a b", "c d"], "prompts": ["a"]}, 400, "'prompts' has 1 items but 'query' has 2"),
-    ({"query": []}, 400, "field 'query' is an empty list"),
     ({"query": "a b", "prompts": "a"}, 400, "field 'query' must be a list of strings, got str"),
     ({"query": ["a", 3], "prompts": ["a", "b"]}, 400, "query[1] must be a string, got int"),
     (b'{"query": ["\\ud800"], "prompts": [""]}', 400, "query[0] holds a lone surrogate"),
@@ -184,8 +186,11 @@ def gated_forward(service, gate: threading.Event, started: threading.Event | Non
     service.batcher.run_batch = run
 
 
-def test_a_full_queue_answers_503_with_retry_after_and_a_large_request_413(bert_scorer):
-    app = build_app(bert_scorer, ServeOptions(max_queue=3, max_request=4, max_wait_ms=0))
+def test_a_full_queue_answers_503_with_retry_after_and_a_large_body_413(bert_scorer):
+    """The queue is bounded in tokens: a request that would overflow a busy queue waits (503); a
+    body over --max-body-mb is refused (413); a request of any size is taken by an idle server."""
+    tokens_of_two = sum(map(len, bert_scorer.encode_pairs(PROMPTS[:2], RESPONSES[:2])))
+    app = build_app(bert_scorer, ServeOptions(max_queue_tokens=tokens_of_two + 1, max_body_mb=1, max_wait_ms=0))
     gate, started = threading.Event(), threading.Event()
     gated_forward(app.state.service, gate, started)
     body = {"query": queries()[:2], "prompts": PROMPTS[:2]}
@@ -197,11 +202,15 @@ def test_a_full_queue_answers_503_with_retry_after_and_a_large_request_413(bert_
         while app.state.service.batcher.depth() < 2 and time.monotonic() < deadline:
             time.sleep(0.01)
         full = httpx.post(f"{url}/get_reward", json=body)
-        too_big = httpx.post(f"{url}/get_reward", json={"query": queries(), "prompts": PROMPTS})
+        too_big = httpx.post(f"{url}/get_reward", json={"query": ["x" * (1 << 20)], "prompts": [""]})
         gate.set()
         assert first.result().status_code == 200 and second.result().status_code == 200
+        whole_rollout = 40 * queries()  # past the queue's bound, on an idle server: taken and cut into batches
+        big = httpx.post(f"{url}/get_reward", json={"query": whole_rollout, "prompts": 40 * PROMPTS}, timeout=60)
     assert full.status_code == 503 and full.headers["retry-after"] == "1" and "queue is full" in full.json()["error"]
-    assert too_big.status_code == 413 and "send at most 4" in too_big.json()["error"]
+    assert too_big.status_code == 413 and "--max-body-mb 1" in too_big.json()["error"]
+    assert big.status_code == 200
+    close(big.json()["scores"], 40 * bert_scorer.score_pairs(PROMPTS, RESPONSES))
 
 
 def test_a_failure_inside_the_model_fails_only_that_batch(bert_scorer):
@@ -252,11 +261,12 @@ def test_a_client_that_disconnects_does_not_disturb_the_others(bert_scorer):
 
 def test_batcher_refuses_beyond_its_queue_without_a_server():
     gate = threading.Event()
-    batcher = Batcher(lambda seqs: (gate.wait(10), [0.0] * len(seqs))[1], ServeOptions(max_queue=2, max_wait_ms=0))
+    batcher = Batcher(lambda seqs: (gate.wait(10), [0.0] * len(seqs))[1],
+                      ServeOptions(max_queue_tokens=2, max_wait_ms=0))
     try:
         first = batcher.submit([[1, 2]])
         time.sleep(0.1)  # the worker takes it and blocks
-        batcher.submit([[1], [2]])
+        batcher.submit([[1], [2]])  # two tokens: the queue's bound, reached
         with pytest.raises(BadRequest) as err:
             batcher.submit([[3]])
         assert err.value.status == 503 and err.value.headers == {"Retry-After": "1"}
@@ -295,7 +305,8 @@ def test_bad_address_is_one_line(text):
 
 @pytest.mark.parametrize("kwargs, needle", [
     (dict(max_batch_tokens=0), "--max-batch-tokens"), (dict(max_wait_ms=float("nan")), "--max-wait-ms"),
-    (dict(max_queue=-1), "--max-queue"), (dict(strip_template="vicuna"), "unknown --strip-template"),
+    (dict(max_queue_tokens=-1), "--max-queue-tokens"), (dict(max_body_mb=0), "--max-body-mb"),
+    (dict(strip_template="vicuna"), "unknown --strip-template"),
 ])
 def test_bad_serve_options(kwargs, needle):
     from minirm.errors import MinirmError

@@ -89,3 +89,33 @@ class RewardFunction:
             raise MinirmError(f"{self.url}/score answered {e.code}: {e.read().decode(errors='replace')[:300]}") from None
         except urllib.error.URLError as e:
             raise MinirmError(f"cannot reach {self.url} ({e.reason}); is `score.py --serve` running there?") from None
+
+
+# --- verl --------------------------------------------------------------------------------------------
+# verl (v0.7, verl/trainer/ppo/reward.py get_custom_reward_fn) loads `custom_reward_function.path`
+# ("pkg://minirm.reward_fn" imports this module) and calls `custom_reward_function.name` with its
+# reward manager's arguments plus `custom_reward_function.reward_kwargs`:
+#   naive / reward loop: f(data_source=, solution_str=, ground_truth=, extra_info=, **reward_kwargs) -> float
+#   batch:               f(data_sources=, solution_strs=, ground_truths=, extra_infos=, **reward_kwargs) -> list
+# solution_str is the decoded response alone; the prompt reaches a reward function only through the
+# dataset's extra_info (verl's gsm8k preprocessing stores it as extra_info["question"]).
+
+def _verl_prompt(extra_info, prompt_key: str) -> str:
+    prompt = (extra_info or {}).get(prompt_key)
+    if not isinstance(prompt, str):
+        raise MinirmError(f"extra_info has no string {prompt_key!r} to take the prompt from; store the prompt there in "
+                          "the dataset, or name its key with custom_reward_function.reward_kwargs.prompt_key")
+    return prompt
+
+
+def verl_compute_score(data_source=None, solution_str: str = "", ground_truth=None, extra_info=None, *,
+                       url: str, prompt_key: str = "question", **_) -> float:
+    """verl's per-sample reward function, scored by a `score.py --serve` server at `url`."""
+    return RewardFunction(url)([_verl_prompt(extra_info, prompt_key)], [solution_str])[0]
+
+
+def verl_compute_score_batch(data_sources=None, solution_strs=(), ground_truths=None, extra_infos=None, *,
+                             url: str, prompt_key: str = "question", **_) -> list[float]:
+    """verl's batch reward manager's function: one request for the whole batch."""
+    extra_infos = extra_infos if extra_infos is not None else [{}] * len(solution_strs)
+    return RewardFunction(url)([_verl_prompt(e, prompt_key) for e in extra_infos], list(solution_strs))

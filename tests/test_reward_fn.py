@@ -94,3 +94,31 @@ def test_mistakes_are_one_line(bert_scorer):
         reward(["a"], [[{"role": "assistant", "content": "b"}]])
     with pytest.raises(MinirmError, match="cannot reach http://127.0.0.1:9"):
         RewardFunction("http://127.0.0.1:9")(["a"], ["b"])
+
+
+# --- verl ---------------------------------------------------------------------------------------------
+# As verl (github.com/volcengine/verl at b178a3cd5, v0.7.0+125) loads and calls a custom reward
+# function: load_module("pkg://minirm.reward_fn") is importlib.import_module("minirm.reward_fn");
+# _call_with_kwargs merges custom_reward_function.reward_kwargs over the manager's arguments.
+
+def verl_custom_reward_fn(name: str, reward_kwargs: dict):
+    import importlib
+
+    raw = getattr(importlib.import_module("pkg://minirm.reward_fn"[len("pkg://"):].replace("/", ".")), name)
+    return lambda *args, **kwargs: raw(*args, **{**kwargs, **reward_kwargs})
+
+
+def test_verl_naive_and_batch_reward_managers(bert_scorer):
+    extra_infos = [{"split": "train", "index": i, "question": p} for i, p in enumerate(PROMPTS)]
+    with ServerThread(build_app(bert_scorer)) as url:
+        per_sample = verl_custom_reward_fn("verl_compute_score", {"url": url})
+        naive = [per_sample(data_source="hh", solution_str=c, ground_truth=None, extra_info=e)
+                 for c, e in zip(COMPLETIONS, extra_infos)]
+        batch = verl_custom_reward_fn("verl_compute_score_batch", {"url": url})(
+            data_sources=["hh", "hh"], solution_strs=COMPLETIONS, ground_truths=[None, None], extra_infos=extra_infos)
+        with pytest.raises(MinirmError, match="extra_info has no string 'prompt'"):
+            verl_custom_reward_fn("verl_compute_score", {"url": url, "prompt_key": "prompt"})(
+                data_source="hh", solution_str="x", ground_truth=None, extra_info=extra_infos[0])
+    expected = bert_scorer.score_pairs(PROMPTS, COMPLETIONS)
+    torch.testing.assert_close(torch.tensor(naive), torch.tensor(expected), atol=1e-5, rtol=0)
+    torch.testing.assert_close(torch.tensor(batch), torch.tensor(expected), atol=1e-5, rtol=0)

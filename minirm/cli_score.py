@@ -209,9 +209,9 @@ def run_server(args) -> int:
         raise MinirmError(f"--serve needs {', '.join(missing)}: pip install -e '.[serve]'")
     from .attention import check_backend
     from .devices import check_device
-    from .serve import ServeOptions, parse_address, serve
+    from .serve import ServeOptions, check_port, parse_address, serve
 
-    parse_address(args.serve)
+    check_port(*parse_address(args.serve))
     options = ServeOptions(max_batch_tokens=args.max_batch_tokens, max_wait_ms=args.max_wait_ms,
                            max_queue_tokens=args.max_queue_tokens, max_body_mb=args.max_body_mb,
                            strip_template=args.strip_template)

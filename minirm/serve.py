@@ -41,6 +41,7 @@ from dataclasses import dataclass, field, replace
 
 from fastapi import FastAPI, Request  # the [serve] extra: this module is imported only to serve
 from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .errors import MinirmError, first_line
 from .queries import SPLIT_RULES, TEMPLATES, SplitError, query_sample
@@ -272,6 +273,8 @@ def parse_body(raw: bytes) -> dict:
         raise BadRequest("the body is not UTF-8 text") from None
     except ValueError as e:
         raise BadRequest(f"the body is not valid JSON ({e})") from None
+    except RecursionError:
+        raise BadRequest("the body nests arrays or objects too deeply to parse; send a flat request") from None
     if not isinstance(body, dict):
         raise BadRequest(f"the body must be a JSON object, got {type(body).__name__}")
     return body
@@ -351,8 +354,17 @@ def build_app(scorer, options: ServeOptions | None = None) -> FastAPI:
         yield
         service.batcher.close()
 
-    app = FastAPI(title="minirm reward server", docs_url=None, redoc_url=None, lifespan=lifespan)
+    app = FastAPI(title="minirm reward server", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     app.state.service = service
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, error: StarletteHTTPException):
+        """404, 405 and the like in the one error shape of every answer: {"error": "one line"}."""
+        allowed = {"/get_reward": "POST", "/score": "POST", "/health": "GET", "/metrics": "GET"}
+        hint = (f"; {request.url.path} takes {allowed[request.url.path]}" if request.url.path in allowed
+                else f"; the endpoints are {', '.join(f'{m} {p}' for p, m in allowed.items())}")
+        return JSONResponse({"error": f"{error.detail}{hint}"}, status_code=error.status_code,
+                            headers=getattr(error, "headers", None))
 
     def answer(endpoint: str, status: int, body: dict, started: float, headers: dict | None = None):
         service.metrics.requests.labels(endpoint, str(status)).inc()
@@ -422,6 +434,20 @@ class ServerThread:
     def __exit__(self, *exc) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=10)
+
+
+def check_port(host: str, port: int) -> None:
+    """Bind the address once before the model loads, so a port in use is one line, not a failure
+    after minutes of loading."""
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds it
+            probe.bind((host, port))
+    except OSError as e:
+        raise MinirmError(f"--serve {host}:{port}: cannot listen there ({e.strerror or e}); choose another port "
+                          "or stop what holds it") from None
 
 
 def serve(scorer, address: str, options: ServeOptions) -> None:

@@ -395,3 +395,38 @@ def test_torchrun_sharded_scoring_equals_one_process_bit_for_bit(make_checkpoint
     assert two.returncode == 0, two.stderr[-3000:]
     assert (tmp_path / "two.jsonl").read_bytes() == (tmp_path / "one.jsonl").read_bytes()
     assert one.stdout == two.stdout and '"num_pairs": 7' in one.stdout  # the summary, printed once
+
+
+# --- hostile requests ----------------------------------------------------------------------------------
+
+def test_a_deeply_nested_body_and_unknown_routes_get_the_one_error_shape(bert_scorer):
+    deep = b'{"query": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    with ServerThread(build_app(bert_scorer)) as url:
+        nested = httpx.post(f"{url}/get_reward", content=deep)
+        missing = httpx.get(f"{url}/nowhere")
+        wrong_method = httpx.get(f"{url}/get_reward")
+        still = httpx.post(f"{url}/get_reward", json={"query": queries(), "prompts": PROMPTS})
+    assert nested.status_code == 400 and "nests arrays or objects too deeply" in nested.json()["error"]
+    assert missing.status_code == 404 and set(missing.json()) == {"error"}
+    assert "the endpoints are POST /get_reward" in missing.json()["error"]
+    assert wrong_method.status_code == 405 and wrong_method.json() == {
+        "error": "Method Not Allowed; /get_reward takes POST"}
+    assert still.status_code == 200
+
+
+def test_a_port_in_use_is_one_line_before_the_model_loads(make_checkpoint, capsys, monkeypatch):
+    import socket
+
+    from test_hostile_score import fail_if_model_loads, one_line_error
+
+    from minirm.cli_score import main
+
+    model_dir = str(make_checkpoint("bert")[0])
+    fail_if_model_loads(monkeypatch)
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        capsys.readouterr()
+        one_line_error(capsys, main(["--model", model_dir, "--serve", f"127.0.0.1:{port}"]),
+                       f"--serve 127.0.0.1:{port}: cannot listen there")

@@ -922,7 +922,7 @@ def varlen_attention(q, k, v, cu_seqlens, max_seqlen, causal=False, softmax_scal
 
 
 def varlen_attention_reference(q, k, v, cu_seqlens, causal=False, softmax_scale=None):
-    """Plain PyTorch varlen attention: a loop over sequences, computed in fp32, cast back.
+    """Plain PyTorch varlen attention: a loop over sequences, computed in fp32 (fp64 for fp64 inputs), cast back.
 
     Same inputs and output as varlen_attention (without max_seqlen); differentiable by autograd.
     Slow, but it is the definition the Triton kernels are tested against.
@@ -933,7 +933,8 @@ def varlen_attention_reference(q, k, v, cu_seqlens, causal=False, softmax_scale=
     outputs = []
     for start, end in zip(bounds[:-1], bounds[1:]):
         # (length, heads, head_dim) -> (heads, length, head_dim): one attention matrix per head.
-        q_seq, k_seq, v_seq = (x[start:end].float().transpose(0, 1) for x in (q, k, v))
+        wide = torch.promote_types(q.dtype, torch.float32)
+        q_seq, k_seq, v_seq = (x[start:end].to(wide).transpose(0, 1) for x in (q, k, v))
         scores = q_seq @ k_seq.transpose(1, 2) * softmax_scale
         if causal:
             length = end - start

@@ -745,15 +745,16 @@ def disentangled_attention_reference(q, k, v, cu_seqlens, pos_key=None, pos_quer
     outputs = []
     for index, (start, end) in enumerate(zip(bounds[:-1], bounds[1:])):
         length = end - start
-        q_seq, k_seq, v_seq = (x[start:end].float().transpose(0, 1) for x in (q, k, v))  # (nh, L, hs)
+        wide = torch.promote_types(q.dtype, torch.float32)  # fp32, or fp64 for an fp64 reference
+        q_seq, k_seq, v_seq = (x[start:end].to(wide).transpose(0, 1) for x in (q, k, v))  # (nh, L, hs)
         positions = torch.arange(length, device=q.device)
         distance = (positions[:, None] - positions[None, :] + center).long()  # (L, L): i - j, shifted
-        bias = torch.zeros(q.shape[1], length, length, device=q.device)
+        bias = torch.zeros(q.shape[1], length, length, device=q.device, dtype=wide)
         if pos_key is not None:  # q_i . Pk[c2p_row(i - j)]
-            by_row = q_seq @ pos_key.float().transpose(1, 2)  # (nh, L, n)
+            by_row = q_seq @ pos_key.to(wide).transpose(1, 2)  # (nh, L, n)
             bias = bias + torch.gather(by_row, 2, c2p_rows.long()[distance].expand(q.shape[1], -1, -1))
         if pos_query is not None:  # k_j . Pq[p2c_row(i - j)]
-            by_row = k_seq @ pos_query.float().transpose(1, 2)  # (nh, L, n): key j against every row
+            by_row = k_seq @ pos_query.to(wide).transpose(1, 2)  # (nh, L, n): key j against every row
             bias = bias + torch.gather(by_row, 2, p2c_rows.long()[distance].T.expand(q.shape[1], -1, -1)).transpose(1, 2)
         if dropout_masks is None:
             y = torch.nn.functional.scaled_dot_product_attention(q_seq, k_seq, v_seq, attn_mask=bias * softmax_scale,

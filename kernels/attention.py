@@ -687,11 +687,20 @@ def _prune_configs(kernel):
         kept = [config for config in configs if _compiles_cleanly(measured.get(_config_tuple(config)), shared_limit)]
         if kept:
             return kept
-        # Never reached for the table's architectures (the test checks every variant keeps a clean
-        # config); on a smaller GPU, run the config that needs the least shared memory.
-        return [min(configs, key=lambda config: measured.get(_config_tuple(config), (0, 0, 0))[2])]
+        # No config is clean: on a GPU with less shared memory than the table's, or for the few
+        # variants whose every config spills a little with some Triton (tests/test_kernels_aot.py
+        # lists them): run the one that spills least, then needs the least shared memory.
+        return [_least_spilling(configs, measured)]
 
     return prune
+
+
+def _least_spilling(configs, measured):
+    def cost(config):
+        _, spill_bytes, shared_bytes = measured.get(_config_tuple(config), (True, 0, 0))
+        return spill_bytes, shared_bytes
+
+    return min(configs, key=cost)
 
 
 def _config_tuple(config):

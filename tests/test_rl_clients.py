@@ -33,25 +33,14 @@ import torch
 pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
 
-from minirm import Scorer  # noqa: E402
 from minirm.serve import ServeOptions, ServerThread, build_app  # noqa: E402
+from test_serve import bert_scorer, close  # noqa: E402,F401  (the module's scorer fixture, scores to 1e-5)
 
-ATOL = 1e-5
 CHATML_PROMPT = ("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
                  "How do I bake bread at home?<|im_end|>\n<|im_start|>assistant\n")
 PROMPTS = ["How do I bake bread?", "Is the sky blue?", "Tell me a joke.", "What is 2 + 2?"]
 RESPONSES = [" Mix flour, water, salt and yeast, knead, rise, and bake it hot.", " Yes, by day.",
              " Why did the chicken cross the road?", " Four."]
-
-
-@pytest.fixture(scope="module")
-def bert_scorer(make_checkpoint):
-    return Scorer.from_pretrained(str(make_checkpoint("bert")[0]), device="cpu")
-
-
-def close(got, want):
-    torch.testing.assert_close(torch.tensor(got, dtype=torch.float64), torch.tensor(want, dtype=torch.float64),
-                               atol=ATOL, rtol=0)
 
 
 def post_with_retries(url: str, data: dict, tries: int = 5) -> dict:

@@ -29,8 +29,16 @@ what the package can launch on a GPU. Compiling takes 1-10 s per variant, so the
 a process pool (``--jobs``, default: all cores) and every result is cached in a JSON file
 (``~/.cache/minirm/aot-cache.json``; ``$XDG_CACHE_HOME`` is honoured) keyed by a hash of the
 kernels' source (every @triton.jit function, helpers included), the variant and the Triton
-version: a warm sweep takes about a second. Editing a kernel recompiles everything (the kernels
-share their helpers); adding a config compiles only its variants.
+version: a warm sweep takes about a second, a cold one of every kernel (~2,900 variants) about
+an hour on two cores. Editing a kernel recompiles everything (the kernels share their helpers);
+adding a config compiles only its variants.
+
+Stopping: Ctrl-C (or SIGTERM) stops the sweep at once, with one line, exit status 130 (143).
+The workers ignore the terminal's Ctrl-C and run in process groups of their own, so the parent
+kills each group (the worker and the ptxas it is running) and removes the scratch folder they
+shared (``$TMPDIR/minirm-aot-triton-pidN-*``: Triton's cache and the compilers' temporary files,
+60-95 MB); what was compiled is in the cache, and the same command continues from there. A
+scratch folder left by a run that was killed outright is removed by the next run.
 
 ``--write-table`` writes ``kernels/compile_report/triton-<version>.json`` for the running Triton
 from a sweep of every kernel (on every architecture, or those given with ``--arch``): the figures
@@ -46,11 +54,13 @@ import json
 import multiprocessing
 import os
 import re
+import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from multiprocessing.connection import wait
 from pathlib import Path
 
 ARCHS = {"sm_80": 80, "sm_90": 90}
@@ -304,10 +314,106 @@ def compile_variant(variant):
     return variant, result, time.perf_counter() - start
 
 
-def _worker_init(triton_cache_dir):
-    os.environ["TRITON_CACHE_DIR"] = triton_cache_dir
+# ----------------------------------------------------------------------------------------------
+# The worker processes
+# ----------------------------------------------------------------------------------------------
+SCRATCH_PREFIX = "minirm-aot-triton-pid"  # + the parent's pid + "-": the next run knows whether it is alive
+
+
+def _worker(function, connection, scratch):
+    """A compile worker: its own process group (so the parent can kill it with the ptxas it runs), its
+    Triton cache and temporary files in the run's scratch folder; compiles what it is sent until None."""
+    os.setpgrp()
+    os.environ["TRITON_CACHE_DIR"] = os.path.join(scratch, "triton-cache")
+    os.environ["TMPDIR"] = os.path.join(scratch, "tmp")  # ptxas' and cuobjdump's files go with the scratch folder
+    tempfile.tempdir = None
     # Triton 3.9 warns that the default will change; keep today's default (fusion on), quietly.
     os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
+    while True:
+        try:
+            item = connection.recv()
+        except EOFError:  # the parent is gone
+            return
+        if item is None:
+            return
+        connection.send(function(item))
+
+
+def _pool_map(function, items, jobs, scratch):
+    """Yield function(item) for every item, in the order they finish, from `jobs` spawned processes.
+
+    The workers start with SIGINT blocked (the mask is inherited through exec, and by the compilers
+    they run), so the terminal's Ctrl-C reaches this process alone; a Ctrl-C that arrives while they
+    start is delivered once they have. The caller stops them with `_stop_workers` in a finally."""
+    context = multiprocessing.get_context("spawn")
+    (Path(scratch) / "tmp").mkdir(parents=True, exist_ok=True)
+    workers = []
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        for _ in range(jobs):
+            here, there = context.Pipe()
+            process = context.Process(target=_worker, args=(function, there, scratch), daemon=True)
+            process.start()
+            there.close()
+            workers.append((process, here))
+        yield workers  # first, so that the caller holds them (to stop them) before a Ctrl-C can arrive
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+    pending = iter(items)
+    busy = {}
+    for process, connection in workers:
+        item = next(pending, None)
+        connection.send(item)
+        if item is not None:
+            busy[connection] = process
+    while busy:
+        for ready in wait(list(busy) + [process.sentinel for process in busy.values()]):
+            connection = ready if ready in busy else None
+            if connection is None:  # a sentinel: a worker that exits with work in hand has died
+                dead = next(p for p in busy.values() if p.sentinel == ready)
+                raise RuntimeError(f"a compile worker died (exit code {dead.exitcode}); run again to continue")
+            try:
+                result = connection.recv()
+            except EOFError:
+                continue  # its sentinel says how it died
+            item = next(pending, None)
+            connection.send(item)
+            if item is None:
+                busy.pop(connection)
+            yield result
+
+
+def _stop_workers(workers, scratch):
+    """Kill every worker's process group (the worker and the compiler it runs), wait for them, and
+    remove the scratch folder: what an interrupted sweep would otherwise leave behind."""
+    for process, connection in workers:
+        if process.exitcode is None:
+            try:
+                os.killpg(process.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):  # not its own group leader yet
+                process.kill()
+        connection.close()
+    for process, _ in workers:
+        process.join()
+    shutil.rmtree(scratch, ignore_errors=True)
+
+
+def remove_stale_scratch(directory=None):
+    """Remove the scratch folders of earlier runs that were killed outright (their pid is gone)."""
+    removed = []
+    for folder in Path(directory or tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}*-*"):
+        pid = folder.name[len(SCRATCH_PREFIX):].split("-", 1)[0]
+        if not pid.isdigit() or not folder.is_dir() or folder.stat().st_uid != os.getuid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+            continue  # that run is alive
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+        except PermissionError:
+            continue
+    return removed
 
 
 # ----------------------------------------------------------------------------------------------
@@ -334,6 +440,7 @@ def _load_cache(path):
 
 
 def _save_cache(path, cache):
+    path = Path(os.path.realpath(path))  # a linked cache file is written through, the link kept
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     with open(temporary, "w", encoding="utf-8") as file:
@@ -360,30 +467,36 @@ def compile_all(variants, jobs=None, cache_path=None, progress=None):
     started = time.perf_counter()
     if todo:
         jobs = max(1, min(jobs or os.cpu_count() or 1, len(todo)))
+        remove_stale_scratch()
         # Fresh interpreters (spawn: no inherited Triton state) that compile for real: started
-        # without TRITON_INTERPRET, each with an empty Triton cache of its own, removed at the end.
+        # without TRITON_INTERPRET, with an empty Triton cache in a scratch folder removed at the end.
+        scratch = tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-")
         saved = os.environ.pop("TRITON_INTERPRET", None)
+        results_of = _pool_map(compile_variant, todo, jobs, scratch)
+        workers = []
         try:
-            with tempfile.TemporaryDirectory(prefix="minirm-aot-triton-") as triton_cache_dir, \
-                    ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
-                                        initializer=_worker_init, initargs=(triton_cache_dir,)) as pool:
-                futures = [pool.submit(compile_variant, variant) for variant in todo]
-                for done, future in enumerate(as_completed(futures), start=1):
-                    variant, result, seconds = future.result()
-                    key = _cache_key(variant, source_hashes, triton.__version__)
-                    results[key] = dict(result, seconds=round(seconds, 2))
-                    stats["compile_seconds"] += seconds
-                    if cache_path and result["compiled"]:  # failures are retried next time
-                        cache[key] = results[key]
-                        if done % 32 == 0:
-                            _save_cache(cache_path, cache)
-                    if progress:
-                        progress(done, len(todo), variant, result)
+            workers = next(results_of)
+            for done, (variant, result, seconds) in enumerate(results_of, start=1):
+                key = _cache_key(variant, source_hashes, triton.__version__)
+                results[key] = dict(result, seconds=round(seconds, 2))
+                stats["compile_seconds"] += seconds
+                if cache_path and result["compiled"]:  # failures are retried next time
+                    cache[key] = results[key]
+                    if done % 32 == 0:
+                        _save_cache(cache_path, cache)
+                if progress:
+                    progress(done, len(todo), variant, result)
         finally:
-            if saved is not None:
-                os.environ["TRITON_INTERPRET"] = saved
-            if cache_path:
-                _save_cache(cache_path, cache)
+            # a second Ctrl-C would interrupt the cleanup half-way, which is what leaves folders behind
+            previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+            try:
+                _stop_workers(workers, scratch)
+                if saved is not None:
+                    os.environ["TRITON_INTERPRET"] = saved
+                if cache_path:
+                    _save_cache(cache_path, cache)
+            finally:
+                signal.signal(signal.SIGINT, previous)
     stats["wall_seconds"] = time.perf_counter() - started
     rows = []
     for key, variant in zip(keys, variants):
@@ -446,6 +559,11 @@ def summary(rows):
     return "\n".join(lines)
 
 
+PROGRESS_EVERY_S = 15.0  # seconds between progress lines
+SECONDS_PER_VARIANT = 2.5  # one core's time per variant, on average over a cold sweep (the first line's estimate)
+
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(prog="python -m minirm.kernels.aot", description=__doc__.split("\n\n")[0])
     parser.add_argument("--arch", default=",".join(ARCHS),
@@ -464,7 +582,29 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
-    args = parse_args(argv)
+    """The command: Ctrl-C or SIGTERM at any moment (importing Triton, compiling, writing) is one
+    line and exit status 130 or 143, the sweep's workers stopped and its scratch folder removed."""
+    from minirm.errors import raise_interrupted
+
+    counted = {"done": 0, "line": 0.0, "cache": None}
+    # SIGTERM (kill, a scheduler's time limit) stops the sweep as Ctrl-C does, cleanup included
+    previous = signal.signal(signal.SIGTERM, raise_interrupted)
+    try:
+        return _sweep(parse_args(argv), counted)
+    except KeyboardInterrupt as e:
+        signum = getattr(e, "signum", signal.SIGINT)
+        kept = f"cached in {counted['cache']}" if counted["cache"] else "not kept (--no-cache)"
+        print(f"python -m minirm.kernels.aot: {'interrupted' if signum == signal.SIGINT else 'stopped by SIGTERM'} "
+              f"after {counted['done']} compiles, {kept}; the same command continues from there",
+              file=sys.stderr, flush=True)
+        return 128 + signum
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _sweep(args, counted):
+    from minirm.console import duration
+
     archs = [arch.strip() for arch in args.arch.split(",") if arch.strip()]
     kernels = [kernel.strip() for kernel in args.kernel.split(",") if kernel.strip()]
     for value, known, what in ((archs, ARCHS, "arch"), (kernels, KERNELS, "kernel")):
@@ -478,12 +618,27 @@ def main(argv=None):
     import triton
 
     variants = [variant for variant in all_variants(archs) if variant["kernel"] in kernels]
-    cache_path = None if args.no_cache else (args.cache or default_cache_path())
+    cache_path = counted["cache"] = None if args.no_cache else (args.cache or default_cache_path())
+    jobs = args.jobs or os.cpu_count() or 1
+    started = time.monotonic()
 
     def progress(done, total, variant, result):
-        if not args.quiet and (done % 25 == 0 or done == total or not result["compiled"]):
+        counted["done"] = done
+        if counted["line"] == 0.0 and not args.quiet:  # the first result: say how big the sweep is
+            estimate = duration(total * SECONDS_PER_VARIANT / jobs)
+            print(f"compiling {total} variants in {jobs} processes, about {estimate} at a few seconds each "
+                  "(Ctrl-C stops; what is compiled stays in the cache)", file=sys.stderr, flush=True)
+            counted["line"] = time.monotonic()
+        if args.quiet:
+            return
+        now = time.monotonic()
+        if now - counted["line"] >= PROGRESS_EVERY_S or done == total or not result["compiled"]:
+            counted["line"] = now
             status = "" if result["compiled"] else f"  FAILED: {result.get('error')}"
-            print(f"  compiled {done}/{total}{status}", file=sys.stderr, flush=True)
+            elapsed = now - started
+            left = f", about {duration((total - done) * elapsed / done)} left" if done < total else ""
+            print(f"  compiled {done}/{total} ({100 * done / total:.0f}%), {duration(elapsed)} elapsed{left}{status}",
+                  file=sys.stderr, flush=True)
 
     results, stats = compile_all(variants, jobs=args.jobs, cache_path=cache_path, progress=progress)
     rows = report_rows(results)

@@ -2,10 +2,15 @@
 
 Loading reads one tensor at a time (safetensors `safe_open`, or a memory-mapped
 `torch.load(weights_only=True)` for pytorch_model.bin), renames it through the weight map
-of its family's registry entry (minirm/models), checks its shape, casts it and keeps it;
-the model is built on the meta device and the tensors are assigned to it, so peak memory
-is about the weights themselves. Pickle never runs arbitrary code here: weights_only=True only rebuilds
-tensors and plain containers.
+of its family's registry entry (minirm/models), checks its shape and that it is finite, casts
+it and keeps it; the model is built on the meta device and the tensors are assigned to it.
+Peak memory is one copy of the weights: a tensor kept in the file's dtype stays a view of the
+mapped file, and the file's pages of every tensor are given back once it has been read
+(`release_file_pages`), so a copy (a cast, a transposition, a bf16 weight prepacked for oneDNN
+as it loads, cpu.py) never lives beside them: a mapped file's pages stay resident while any
+tensor still views the mapping, and the copies used to double the memory.
+Pickle never runs arbitrary code here: weights_only=True only rebuilds tensors and plain
+containers.
 
 Saving writes the same Hugging Face layout (config.json + model.safetensors) through a
 temporary directory and os.replace, so transformers loads what minirm saves and an
@@ -14,10 +19,14 @@ interrupted save never leaves a half-written checkpoint.
 
 from __future__ import annotations
 
+import ctypes
 import json
+import math
+import mmap
 import os
 import re
 import shutil
+import sys
 import tempfile
 import zipfile
 from pathlib import Path
@@ -30,7 +39,7 @@ from safetensors.torch import save_file
 from .config import ModelConfig
 from .errors import MinirmError, first_line
 from .hub import TOKENIZER_FILES
-from .models import FAMILIES, Family, regression_family
+from .models import FAMILIES, Family, by_architecture, regression_family
 from .tokenizer import read_tokenizer
 
 SAFETENSORS = "model.safetensors"
@@ -84,7 +93,59 @@ def iter_tensors(path: Path) -> Iterator[tuple[str, torch.Tensor]]:
         ) from None
     if not isinstance(state, dict):
         raise MinirmError(f"{path}: holds a {type(state).__name__}, not a state dict of tensors")
-    yield from state.items()
+    for name in list(state):  # handed over one by one: a tensor read into memory (not mapped) is freed once used
+        yield name, state.pop(name)
+
+
+# --- memory: the mapped file's pages ---------------------------------------------------------
+
+_PAGE = mmap.PAGESIZE
+_MADV_DONTNEED = 4  # Linux
+
+
+def _file_mappings() -> list[tuple[int, int]]:
+    """(start, end) of every file-backed mapping of this process (/proc/self/maps; [] elsewhere)."""
+    try:
+        lines = Path("/proc/self/maps").read_text().splitlines()
+    except OSError:
+        return []
+    ranges = []
+    for line in lines:
+        fields = line.split(maxsplit=5)
+        if len(fields) == 6 and fields[4] != "0" and fields[5].startswith("/"):  # an inode and a path: a file
+            start, end = fields[0].split("-")
+            ranges.append((int(start, 16), int(end, 16)))
+    return ranges
+
+
+def release_file_pages(tensor: torch.Tensor) -> int:
+    """Give back the resident pages of `tensor`, a view of a memory-mapped checkpoint file that has
+    just been read (checked, cast, transposed or prepacked); returns the bytes released.
+
+    A mapped file's pages stay resident once read, for as long as any tensor views the mapping
+    (the embeddings and LayerNorms kept as views do), so without this a copy and the pages read
+    to make it are two copies of the weights, and a check touches rows that scoring never reads.
+    Only whole pages inside the tensor are released, and only inside a file mapping: a released
+    page holds the file's bytes and is read from the file again if anything touches it, so values
+    never change (nothing writes into the mapping before this runs); anonymous memory (a tensor
+    read, not mapped) is left to reference counting. Linux only; a no-op elsewhere."""
+    if not sys.platform.startswith("linux") or tensor.device.type != "cpu" or tensor.is_mkldnn:
+        return 0
+    first = tensor.data_ptr()
+    start = -(-first // _PAGE) * _PAGE
+    end = (first + tensor.numel() * tensor.element_size()) // _PAGE * _PAGE
+    if end <= start or not any(lo <= start and end <= hi for lo, hi in _file_mappings()):
+        return 0
+    if _libc().madvise(ctypes.c_void_p(start), ctypes.c_size_t(end - start), _MADV_DONTNEED) != 0:
+        return 0
+    return end - start
+
+
+def _libc():
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    return libc
+
 
 
 # --- renaming -----------------------------------------------------------------------------
@@ -144,8 +205,16 @@ NEW_HEAD = ("head.", "score.")
 
 
 def load_state(model: torch.nn.Module, model_dir: Path, family: Family, dtype: torch.dtype,
-               new_head: bool = False) -> list[str]:
+               new_head: bool = False, replace=None) -> list[str]:
     """Read every tensor of the checkpoint into `model` (built on the meta device).
+
+    `replace(our_name, tensor, dtype, what)` sees each tensor as read (transposed, in the file's
+    dtype) and may lay it out elsewhere itself, cast and checked (cpu.py's prepacking), returning
+    True. Then the small tensors (biases,
+    norms) are copied out of the mapped file rather than kept as views: they sit between the
+    replaced weights, whose pages are given back, and the kernel maps a file's pages a folio at
+    a time (up to 2 MB), so touching one bias would map its neighbours' pages in again. A large
+    one (the embeddings) stays a view, of which scoring reads a few rows.
 
     With `new_head`, the checkpoint's own head (a base model's pretraining head, or a reward
     head of another shape) is dropped and the reward head's parameters it lacks are initialised
@@ -155,7 +224,7 @@ def load_state(model: torch.nn.Module, model_dir: Path, family: Family, dtype: t
     names = WeightMap(family)
     extra_ignored = re.compile(REPLACED_HEADS + "$") if new_head else None
     expected = {name: p.shape for name, p in model.state_dict(keep_vars=True).items()}
-    state, unexpected = {}, []
+    state, unexpected, replaced = {}, [], set()
     for path in checkpoint_files(model_dir):
         for hf_name, tensor in iter_tensors(path):
             mapped = names.to_ours(hf_name)
@@ -164,21 +233,38 @@ def load_state(model: torch.nn.Module, model_dir: Path, family: Family, dtype: t
                     unexpected.append(hf_name)
                 continue
             ours, transpose = mapped
-            if transpose:
-                tensor = tensor.t()
-            if tensor.shape != expected[ours]:
+            shape = tensor.t().shape if transpose else tensor.shape
+            if shape != expected[ours]:
                 if new_head and ours.startswith(NEW_HEAD):
                     continue  # a head of another size (1 label -> 2): start it fresh
                 raise MinirmError(
-                    f"{path.name}: tensor {hf_name!r} has shape {_shape(tensor.shape)} but config.json implies "
+                    f"{path.name}: tensor {hf_name!r} has shape {_shape(shape)} but config.json implies "
                     f"{_shape(expected[ours])}; the checkpoint and its config.json disagree"
                 )
-            state[ours] = tensor.to(dtype).contiguous()
+            source, what = tensor.t() if transpose else tensor, f"{path.name}: tensor {hf_name!r}"
+            if replace is not None and replace(ours, source, dtype, what):
+                replaced.add(ours)
+            else:
+                kept = source.to(dtype).contiguous()
+                check_finite(kept, tensor, what)
+                if (replace is not None and kept.nbytes < SMALL_VIEW
+                        and kept.untyped_storage().data_ptr() == tensor.untyped_storage().data_ptr()):
+                    kept = kept.clone()
+                state[ours] = kept
+                del kept
+            # the check (and a cast, transposition or layout) read every page of the tensor: give them
+            # back. A copy no longer needs them; a view kept reads them from the file again when it is
+            # used, and only what scoring uses (a few rows of the embeddings) comes back
+            release_file_pages(tensor)
+            del tensor, source
     fresh = [k for k in expected if k not in state and new_head and k.startswith(NEW_HEAD)]
     std = float(model.cfg.raw.get("initializer_range", 0.02))
     for k in fresh:
         state[k] = torch.zeros(expected[k], dtype=dtype) if k.endswith("bias") else torch.randn(expected[k]).mul_(std).to(dtype)
-    missing = [names.to_hf(k)[0] for k in expected if k not in state]
+    absent = [k for k in expected if k not in state and k not in replaced]
+    missing = [names.to_hf(k)[0] for k in absent]
+    if missing and all(k.startswith(NEW_HEAD) for k in absent):  # an encoder without its reward head
+        raise MinirmError(base_model_message(model_dir, model.cfg, missing))
     if missing:
         shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
         raise MinirmError(f"{model_dir}: checkpoint is missing tensor(s) {shown}; it is incomplete or for another model")
@@ -192,23 +278,81 @@ def load_state(model: torch.nn.Module, model_dir: Path, family: Family, dtype: t
     return fresh
 
 
+def check_finite(kept: torch.Tensor, source: torch.Tensor, what: str) -> None:
+    """One line naming a tensor that holds NaN or infinity: in the checkpoint itself (a damaged file, or
+    one saved from a diverged run), or only once cast (values beyond the dtype's range)."""
+    if not kept.is_floating_point() or kept.numel() == 0:
+        return
+    low, high = torch.aminmax(kept)  # one pass, no tensor-sized temporary; NaN propagates into both
+    if math.isfinite(float(low)) and math.isfinite(float(high)):
+        return
+    bad = ~torch.isfinite(source)
+    if bad.any():
+        kinds = " and ".join(k for k, m in (("NaN", source.isnan()), ("infinity", source.isinf())) if m.any())
+        raise MinirmError(f"{what} holds {kinds} in {int(bad.sum())} of its {source.numel()} values; the checkpoint "
+                          "is damaged or was saved from a diverged run: re-download it, or train it again")
+    dtype = str(kept.dtype).removeprefix("torch.")
+    largest = float(source.abs().max())
+    raise MinirmError(f"{what} holds values up to {largest:.3g}, beyond {dtype}'s range "
+                      f"(largest {torch.finfo(kept.dtype).max:.3g}); load it in bfloat16 or float32 (--dtype)")
+
+
+# below this, a tensor loaded beside replaced weights is copied rather than kept as a view (load_state):
+# a few file folios (2 MB at most each)
+SMALL_VIEW = 8 << 20
+
+# the transformers classes of a base model: an encoder or decoder with its pretraining head, or none
+BASE_CLASS = re.compile(r".*(Model|ForMaskedLM|LMHeadModel|ForPreTraining|ForCausalLM)$")
+
+
+def base_model_message(model_dir: Path, cfg: ModelConfig, missing: list[str] | None = None) -> str:
+    """A checkpoint of an encoder with no reward head: what it is and how to make a reward model of it."""
+    archs = cfg.raw.get("architectures") or []
+    what = f"a base model ({', '.join(archs)})" if archs else "a base model"
+    head = f" ({', '.join(missing)} missing)" if missing else ""
+    return (f"{model_dir}: {what} with no reward head{head}, so it cannot score; train one on it with "
+            f"train.py --model {model_dir} --data PAIRS.jsonl, or give a reward model "
+            f"({FAMILIES[cfg.family].architecture})")
+
+
+def check_reward_checkpoint(model_dir: Path, cfg: ModelConfig) -> None:
+    """Before the weights load: config.json names a class minirm scores, or none at all (the weights
+    decide then); a base model or another task's head (token classification, question answering)
+    is one line, where it would otherwise fail on a missing tensor or score with the wrong head."""
+    archs = [a for a in cfg.raw.get("architectures") or [] if isinstance(a, str)]
+    if not archs or any(by_architecture(a, cfg.raw.get("model_type")) for a in archs):
+        return
+    if any(BASE_CLASS.match(a) for a in archs):
+        raise MinirmError(base_model_message(model_dir, cfg))
+    raise MinirmError(f"{model_dir}: a {archs[0]} checkpoint, not a reward model; minirm scores sequence classifiers "
+                      f"({FAMILIES[cfg.family].architecture}); train one on its encoder with train.py --model "
+                      f"{model_dir} --data PAIRS.jsonl")
+
+
 def build_model(cfg: ModelConfig, device: str | torch.device = "cpu") -> torch.nn.Module:
     """A freshly initialised model (for training from scratch, or before loading weights)."""
     return FAMILIES[cfg.family].build(cfg).to(device)
 
 
 def load_model(model_dir: str | Path, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu", *,
-               config: ModelConfig | None = None):
+               config: ModelConfig | None = None, prepack: bool = False):
     """config.json + weights in `model_dir` -> (model in eval mode, config). Pass `config` when
-    the caller has read model_dir's config.json already."""
+    the caller has read model_dir's config.json already. With `prepack` (bf16 on CPU, inference
+    only), each linear weight is laid out for oneDNN as it is read (cpu.py), one copy at a time."""
     model_dir = Path(model_dir)
     cfg = config if config is not None else ModelConfig.from_file(model_dir / "config.json")
     if cfg.family not in FAMILIES:
         raise MinirmError(f"{model_dir}: {cfg.family} models are not available in this minirm build")
+    check_reward_checkpoint(model_dir, cfg)
     family = FAMILIES[cfg.family]
     with torch.device("meta"):
         model = family.build(cfg)
-    load_state(model, model_dir, family, dtype)
+    replace = None
+    if prepack:
+        from .cpu import packing_loader
+
+        replace = packing_loader(model)
+    load_state(model, model_dir, family, dtype, replace=replace)
     return model.to(device).eval(), cfg
 
 
@@ -269,7 +413,9 @@ def save_model(model: torch.nn.Module, out_dir: str | Path, tokenizer_dir: str |
     `out_dir` whole. With `into_existing`, other files in `out_dir` (a training run's metrics
     and checkpoints) are kept: each file is renamed in on its own, config.json last.
     """
-    out_dir = Path(out_dir)
+    # a link to a directory (runs -> /scratch/runs) is written through: the temporary directory goes beside
+    # the real one, on its filesystem (a rename cannot cross filesystems), and the link stays a link
+    out_dir = Path(os.path.realpath(out_dir))
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     # hidden and ending in .tmp: what a kill leaves is recognisable (train's start-up cleanup removes it)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))

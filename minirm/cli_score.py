@@ -1,4 +1,9 @@
-"""The score.py command line: argument parsing and output, nothing the library should own."""
+"""The score.py command line: argument parsing and output, nothing the library should own.
+
+Run as `python score.py`, as the `minirm-score` console script, or as `python -m minirm.cli_score`.
+This module imports torch only once the command line has been read, inside `cli_main`, so that a
+Ctrl-C during start-up is one line (minirm/errors.py).
+"""
 
 from __future__ import annotations
 
@@ -7,12 +12,11 @@ import json
 import sys
 
 from .errors import CliParser, MinirmError, cli_main
-from .hub import ALIAS_NOTES, ALIASES
 
 EPILOG = """examples:
-  python score.py --model aux-roberta "How do I bake bread?" "Mix flour, water, salt and yeast..."
-  python score.py --model chai-gpt2 --json "Hi!" "Hello there." "Go away."
-  python score.py --model ./my-checkpoint --input pairs.jsonl --output scored.jsonl
+  {cmd} --model aux-roberta "How do I bake bread?" "Mix flour, water, salt and yeast..."
+  {cmd} --model chai-gpt2 --json "Hi!" "Hello there." "Go away."
+  {cmd} --model ./my-checkpoint --input pairs.jsonl --output scored.jsonl
 
 input JSONL rows carry "prompt" + "response", "text" (pre-formatted), or "chosen" + "rejected"
 (with or without "prompt"; without it they are hh-rlhf transcripts). Output rows keep every
@@ -40,10 +44,11 @@ def _is_text(value: str) -> bool:
     return True
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "score.py") -> argparse.ArgumentParser:
     p = CliParser(
-        prog="score.py", description="Score (prompt, response) pairs with a reward model, as transformers does.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog=prog, description="Score (prompt, response) pairs with a reward model, as transformers does.",
+        epilog=EPILOG.format(cmd="python " + prog if prog.endswith(".py") else prog),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("prompt", nargs="?", help="the prompt (omit with --input)")
     p.add_argument("responses", nargs="*", metavar="response", help="one or more responses to score")
@@ -90,12 +95,13 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def list_models() -> str:
-    width = max(map(len, ALIASES))
-    lines = [f"{'alias':<{width}}  {'Hub repo':<42}  how it scores"]
-    for alias, repo in ALIASES.items():
-        lines.append(f"{alias:<{width}}  {repo:<42}  {ALIAS_NOTES[alias]}")
-    return "\n".join(lines)
+def list_models(width: int | None = None) -> str:
+    """The aliases as a table that fits the terminal (`width` columns; default: the terminal's)."""
+    from .console import fit_table
+    from .hub import ALIAS_NOTES, ALIASES
+
+    return fit_table([("alias", "Hub repo", "how it scores")]
+                     + [(alias, repo, ALIAS_NOTES[alias]) for alias, repo in ALIASES.items()], width)
 
 
 def check_arguments(args) -> None:
@@ -139,8 +145,8 @@ def load_scorer(args, device=None):
     return scorer
 
 
-def run(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def run(argv: list[str] | None = None, prog: str = "score.py") -> int:
+    args = build_parser(prog).parse_args(argv)
     if args.list_models:
         print(list_models())
         return 0
@@ -177,9 +183,8 @@ def score_file_or_pairs(args, d, device) -> int:
             print_scores(args, scores)
         return 0
     rows = [row for _, row in located]
-    # a progress bar only for a person at a terminal: a captured stderr holds nothing but an error line
-    scored, summary = score_rows(scorer, rows, progress=sys.stderr.isatty() and d.main,
-                                 where=[w for w, _ in located])
+    # a bar at a terminal; elsewhere (nohup, Slurm) a line every 30 s, none for a shorter run (console.py)
+    scored, summary = score_rows(scorer, rows, progress=d.main, where=[w for w, _ in located])
     if not d.main:
         return 0  # under torchrun, rank 0 writes the one output, in input order
     if args.output:
@@ -231,10 +236,22 @@ def score_rows(scorer, rows: list[dict], progress: bool = False,
     samples, owners, labels = rows_to_samples(rows, where or [f"row {i + 1}" for i in range(len(rows))])
     scored = rows_with_scores(rows, owners, scorer.score_samples(samples, progress=progress, labels=labels))
     pairs = [r for r in scored if "correct" in r]
-    summary = {"model": scorer.cfg.raw.get("_name_or_path") or scorer.cfg.family, "num_pairs": len(pairs),
+    # the model as the user named it, and where that resolved: config.json's _name_or_path names the
+    # base model of a fine-tune, the same for every fine-tune of it
+    path = str(scorer.path.resolve()) if scorer.path else None
+    summary = {"model": scorer.name or scorer.cfg.family, "model_path": path, "num_pairs": len(pairs),
                "accuracy": sum(r["correct"] for r in pairs) / len(pairs)} if pairs else None
     return scored, summary
 
 
-def main(argv: list[str] | None = None) -> int:
-    return cli_main("score.py", run, argv, "no output file was written")
+def main(argv: list[str] | None = None, prog: str = "score.py") -> int:
+    return cli_main(prog, lambda a: run(a, prog), argv, "no output file was written")
+
+
+def console_main() -> int:
+    """The minirm-score console script."""
+    return main(prog="minirm-score")
+
+
+if __name__ == "__main__":
+    sys.exit(main(prog="python -m minirm.cli_score"))

@@ -5,6 +5,10 @@ field over the recipe's settings; an option left out keeps the recipe's value, o
 TrainConfig's default. Only a few options are more than a field: --data and --eval-data
 (read with --adapter), --output (default runs/RECIPE), --no-progress, the chat names,
 --max-grad-norm 0 (no clipping) and --epochs (which drops the recipe's step count).
+
+Run as `python train.py`, as the `minirm-train` console script, or as `python -m minirm.cli_train`.
+Everything that imports torch is imported inside `cli_main`, so that a Ctrl-C during start-up
+is one line (minirm/errors.py).
 """
 
 from __future__ import annotations
@@ -12,18 +16,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import fields
 from pathlib import Path
 
-from .data import DataSource
 from .errors import CliParser, MinirmError, cli_main
-from .recipes import get_recipe, recipe_table
-from .train_config import TrainConfig, field_defaults
 
 EPILOG = """examples:
-  python train.py --list-recipes
-  python train.py --recipe chai --output runs/chai                     # the model card's recipe, its dataset
-  python train.py --recipe aira-bert --data pairs.jsonl --model ./bert --max-steps 200 --output runs/aira
+  {cmd} --list-recipes
+  {cmd} --recipe chai --output runs/chai                     # the model card's recipe, its dataset
+  {cmd} --recipe aira-bert --data pairs.jsonl --model ./bert --max-steps 200 --output runs/aira
   torchrun --nproc_per_node 4 train.py --recipe oa-deberta --output runs/oa   # DDP: NCCL on GPUs, gloo on CPU
 
 --data takes local .jsonl, .jsonl.gz, .json or .parquet files (or a directory of them), or a
@@ -34,16 +34,20 @@ prompt + response + reward; chai rows input_text + labels, or messages + label.
 
 OUTPUT gets the trained model in Hugging Face layout (config.json, model.safetensors,
 tokenizer.json; score.py and transformers load it), metrics.jsonl, curves.png (with
-matplotlib), summary.json and checkpoints/step-N/ for --resume.
+matplotlib), summary.json and checkpoints/step-N/ for --resume, saved every 30 minutes by
+default: a run stopped by Ctrl-C, a crash or a time limit continues with --resume.
 """
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "train.py") -> argparse.ArgumentParser:
     """Every option that sets a TrainConfig field has that field's name and no default of its own."""
+    from .train_config import field_defaults
+
     default = field_defaults()
     p = CliParser(
-        prog="train.py", description="Train a reward model with a model card's recipe, on minirm's own models.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog=prog, description="Train a reward model with a model card's recipe, on minirm's own models.",
+        epilog=EPILOG.format(cmd="python " + prog if prog.endswith(".py") else prog),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--recipe", "-r", help="aux-roberta, aira-bert, aira-regression, chai or oa-deberta")
     p.add_argument("--list-recipes", action="store_true", help="print the recipes and exit")
@@ -85,14 +89,19 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--log-every", type=int,
                    help=f"write train metrics every N steps (default {default['log_every']}; 0: never)")
     g.add_argument("--eval-every", type=int, help="evaluate every N steps (default: at the end only)")
-    g.add_argument("--save-every", type=int, help="checkpoint every N steps (default: at the end only)")
+    g.add_argument("--save-every", type=int, help="checkpoint every N steps (default 0: by time alone, "
+                                                  "--save-every-minutes)")
+    g.add_argument("--save-every-minutes", type=float,
+                   help=f"checkpoint when this many minutes have passed since the last one (default "
+                        f"{default['save_every_minutes']:g}; 0: never), so that a long run can always --resume")
     g.add_argument("--save-total-limit", type=int,
                    help=f"checkpoints kept (default {default['save_total_limit']}; 0: all)")
     g.add_argument("--resume", action="store_true", default=None,
                    help="continue from the newest checkpoint in --output")
     g.add_argument("--overwrite", action="store_true", default=None,
                    help="replace the run (trained model, metrics, checkpoints) already in --output")
-    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g.add_argument("--no-progress", action="store_true",
+                   help="no progress bar (at a terminal), nor the line every 30 s that replaces it elsewhere")
     g = p.add_argument_group("CHAI's Pygmalion chat format")
     g.add_argument("--bot-name", help="bot name in the Pygmalion chat format of GPT-2 chat models (default Bot)")
     g.add_argument("--user-name", help="user name in the Pygmalion chat format (default User)")
@@ -100,8 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def parse_source(text: str, adapter: str) -> DataSource:
+def parse_source(text: str, adapter: str):
     """FILE, DIRECTORY, org/name or org/name:split -> DataSource."""
+    from .data import DataSource
+
     if Path(text).exists() or ":" not in text:
         return DataSource(text, adapter)
     source, split = text.rsplit(":", 1)
@@ -112,8 +123,13 @@ def parse_source(text: str, adapter: str) -> DataSource:
 CONVERTED = {"data", "eval_data", "output", "model", "progress", "chat_names"}
 
 
-def config_from_args(args) -> TrainConfig:
-    """The recipe's settings, and over them every option given, field by field."""
+def config_from_args(args):
+    """The recipe's settings, and over them every option given, field by field: a TrainConfig."""
+    from dataclasses import fields
+
+    from .recipes import get_recipe
+    from .train_config import TrainConfig
+
     if not args.recipe:
         raise MinirmError("--recipe is required; see --list-recipes")
     recipe = get_recipe(args.recipe)
@@ -134,14 +150,16 @@ def config_from_args(args) -> TrainConfig:
     return recipe.config(
         **given, model=args.model or recipe.get("model"), output=args.output or f"runs/{recipe.name}",
         eval_data=[parse_source(s, adapter) for s in args.eval_data or []],
-        progress=not args.no_progress and sys.stderr.isatty(),
+        progress=not args.no_progress,  # a bar at a terminal, else a line every 30 s (console.py)
         chat_names={"bot_name": args.bot_name, "user_name": args.user_name, "memory": args.memory},
     )
 
 
-def run(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def run(argv: list[str] | None = None, prog: str = "train.py") -> int:
+    args = build_parser(prog).parse_args(argv)
     if args.list_recipes:
+        from .recipes import recipe_table
+
         print(recipe_table())
         return 0
     from .devices import teardown_distributed
@@ -156,5 +174,16 @@ def run(argv: list[str] | None = None) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    return cli_main("train.py", run, argv, "resume from the last checkpoint with --resume")
+def main(argv: list[str] | None = None, prog: str = "train.py") -> int:
+    # train() attaches what the run left (the last checkpoint, or none yet) to the interrupt it raises;
+    # this line is for an interrupt before training started
+    return cli_main(prog, lambda a: run(a, prog), argv, "training had not started; nothing was written")
+
+
+def console_main() -> int:
+    """The minirm-train console script."""
+    return main(prog="minirm-train")
+
+
+if __name__ == "__main__":
+    sys.exit(main(prog="python -m minirm.cli_train"))

@@ -436,5 +436,8 @@ def encode_examples(examples: list[Example], tokenizer) -> list[Encoded]:
         seqs = [next(ids) for _ in ex.samples]
         if not all(seqs):
             raise MinirmError(f"{ex.where}: a text tokenizes to nothing; give it some content")
+        unknown = tokenizer.first_unknown(seqs)
+        if unknown is not None:
+            raise MinirmError(f"{ex.where}: {tokenizer.unknown_reason(unknown[1])}")
         out.append(Encoded(seqs, ex.target, ex.margin))
     return out

@@ -24,6 +24,7 @@ An `Objective` is one loss as the loop uses it (see the class): the loop holds o
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -211,6 +212,14 @@ class Objective:
     def metrics(self, parts: dict[str, Tensor]) -> dict[str, Tensor]:
         raise NotImplementedError
 
+    def chance(self, num_labels: int) -> dict[str, float]:
+        """What a model that knows nothing scores, per metric (the lines curves.png draws)."""
+        return {}
+
+
+# a model that gives every reply the same reward: -log s(0) for every pair, and a coin's accuracy
+PAIR_CHANCE = {"loss": math.log(2), "accuracy": 0.5}
+
 
 @dataclass(frozen=True)
 class Pairwise(Objective):
@@ -239,6 +248,9 @@ class Pairwise(Objective):
 
     def metrics(self, parts: dict[str, Tensor]) -> dict[str, Tensor]:
         return _pairwise_values(parts["chosen"], parts["rejected"])
+
+    def chance(self, num_labels: int) -> dict[str, float]:
+        return dict(PAIR_CHANCE)
 
 
 @dataclass(frozen=True)
@@ -269,6 +281,9 @@ class Ranking(Objective):
 
     def metrics(self, parts: dict[str, Tensor]) -> dict[str, Tensor]:
         return _ranking_values(parts["rewards"], parts["counts"])
+
+    def chance(self, num_labels: int) -> dict[str, float]:
+        return dict(PAIR_CHANCE)  # the mean over a group's ordered pairs of the pairwise loss
 
 
 @dataclass(frozen=True)
@@ -301,6 +316,9 @@ class Classification(Objective):
 
     def metrics(self, parts: dict[str, Tensor]) -> dict[str, Tensor]:
         return _classification_values(parts["logits"], parts["labels"])
+
+    def chance(self, num_labels: int) -> dict[str, float]:
+        return {"loss": math.log(num_labels), "accuracy": 1 / num_labels}  # uniform over the labels
 
 
 OBJECTIVES: dict[str, type[Objective]] = {o.name: o for o in (Pairwise, Ranking, Regression, Classification)}

@@ -11,6 +11,7 @@ comes back on resume, so a resumed run logs the same rows as an uninterrupted on
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -99,29 +100,59 @@ class MetricsLog:
         return [json.loads(line) for line in self.path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def plot_curves(rows: list[dict], out: Path) -> Path | None:
-    """Loss and accuracy (or RMSE) against step, train and eval; None when matplotlib is missing."""
-    try:
-        import matplotlib
+def curves_figure(rows: list[dict], chance: dict[str, float] | None = None, window: int | None = None):
+    """Loss and accuracy (or RMSE) against the optimizer step, train and eval: a matplotlib Figure,
+    honest at any length. The y-axis starts at 0 (accuracy spans 0 to 1), so noise around a
+    constant does not look like a trend; the chance level of each metric (`chance`: ln 2 for the
+    pairwise loss, 0.5 for its accuracy) is a dotted line; steps are whole numbers; each point is
+    marked while there are few. `window` is how many steps each train point averages."""
+    import matplotlib
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    chance = chance or {}
     train = [r for r in rows if r.get("split") == "train"]
     evals = [r for r in rows if r.get("split") == "eval"]
     second = next((k for k in ("accuracy", "rmse") if any(k in r for r in train + evals)), None)
     fig, axes = plt.subplots(1, 2 if second else 1, figsize=(10 if second else 5, 3.6), squeeze=False)
+    last_step = max((r["step"] for r in train + evals), default=1)
     for ax, key in zip(axes[0], ["loss"] + ([second] if second else [])):
-        for name, part, style in (("train", train, "-"), ("eval", evals, "o-")):
-            pts = [(r["step"], r[key]) for r in part if key in r]
+        values = []
+        mean_of = f" (mean of up to {window} steps)" if window and window > 1 else ""
+        for name, part, style in ((f"train{mean_of}", train, "-"), ("eval", evals, "--")):
+            pts = [(r["step"], r[key]) for r in part if isinstance(r.get(key), (int, float))]
             if pts:
-                ax.plot(*zip(*pts), style, label=name, markersize=4)
+                ax.plot(*zip(*pts), style, marker="o" if len(pts) <= 30 else None, markersize=4, label=name)
+                values += [v for _, v in pts]
+        if key in chance:
+            ax.axhline(chance[key], color="0.4", linestyle=":", linewidth=1,
+                       label=f"chance ({'ln 2' if abs(chance[key] - math.log(2)) < 1e-12 else f'{chance[key]:.3g}'})")
+            values.append(chance[key])
+        if key == "accuracy":
+            ax.set_ylim(-0.02, 1.02)
+        elif values and all(math.isfinite(v) for v in values):
+            ax.set_ylim(0, max(values) * 1.1 or 1)
+        ax.set_xlim(0, last_step * 1.02 + 0.5)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("optimizer step")
         ax.set_title(key)
         ax.grid(alpha=0.3)
-        ax.legend()
+        ax.legend(fontsize=8)
     fig.tight_layout()
+    return fig
+
+
+def plot_curves(rows: list[dict], out: Path, chance: dict[str, float] | None = None,
+                window: int | None = None) -> Path | None:
+    """curves.png (see curves_figure), written atomically; None when matplotlib is missing."""
+    try:
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    fig = curves_figure(rows, chance, window)
+    out = Path(os.path.realpath(out))  # a link is written through, as every output is
     tmp = out.with_name(f".{out.name}.tmp.png")
     fig.savefig(tmp, dpi=110)
     plt.close(fig)

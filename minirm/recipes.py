@@ -19,6 +19,7 @@ from dataclasses import dataclass, fields
 from types import MappingProxyType
 from typing import Any
 
+from .console import fit_table
 from .data import DataSource
 from .errors import MinirmError
 from .train_config import TrainConfig, field_defaults
@@ -110,8 +111,9 @@ def get_recipe(name: str) -> Recipe:
         raise MinirmError(f"unknown recipe {name!r}; choose one of {', '.join(RECIPES)} (see --list-recipes)") from None
 
 
-def recipe_table() -> str:
-    """The recipes as a plain-text table, for --list-recipes."""
+def recipe_table(width: int | None = None) -> str:
+    """The recipes for --list-recipes: a table, or one block per recipe where a table would not fit
+    in `width` columns (default: the terminal's)."""
     rows = [("recipe", "base model", "loss", "data", "optimizer, schedule", "batch, length, precision")]
     for r in RECIPES.values():
         v = r.get
@@ -124,5 +126,4 @@ def recipe_table() -> str:
         batch = f"bs {v('batch_size')}" + (f" x accum {v('grad_accum')}" if v("grad_accum") > 1 else "") + (
             f", {steps}, max {v('max_length')}, {v('precision')}")
         rows.append((r.name, v("model"), v("loss"), data, opt, batch))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)
+    return fit_table(rows, width)

@@ -290,9 +290,33 @@ def writable_ancestor(folder: Path, option: str, shown: Path | None = None) -> P
     return ancestor
 
 
-def check_output_path(path: str | Path, option: str = "--output") -> None:
-    """Fail now, before any work, if `path` cannot be written as a file (one line naming it)."""
+def write_target(path: str | Path, option: str = "--output") -> Path:
+    """The file that writing `path` replaces: a symbolic link is written through to the file it names,
+    as shell redirection (`>`) writes, so the link stays a link and its target gets the new content
+    (a dangling link's target is created). Replacing the link itself would leave the target stale."""
     path = Path(path)
+    if not path.is_symlink():
+        return path
+    try:
+        return Path(os.path.realpath(path, strict=True))
+    except FileNotFoundError:
+        return Path(os.path.realpath(path))  # dangling: its target, as far as it resolves
+    except OSError as e:
+        raise MinirmError(f"{option} {path}: a symbolic link that cannot be followed ({e.strerror}); "
+                          "give a file path") from None
+
+
+def check_output_path(path: str | Path, option: str = "--output") -> None:
+    """Fail now, before any work, if `path` cannot be written as a file (one line naming it);
+    a symbolic link is checked at its target, where the file is written (`write_target`)."""
+    shown, path = Path(path), write_target(path, option)
+    if path != shown:
+        if path.is_dir():
+            raise MinirmError(f"{option} {shown}: is a link to the directory {path}; give a file path")
+        if path.exists() and not path.is_file():
+            raise MinirmError(f"{option} {shown}: links to {path}, which is not a regular file; give another path")
+        writable_ancestor(path.parent, option, shown=shown)
+        return
     if path.is_dir():
         raise MinirmError(f"{option} {path}: is a directory; give a file path such as {path / 'scored.jsonl'}")
     if path.exists() and not path.is_file():
@@ -314,8 +338,9 @@ def write_jsonl_atomic(path: str | Path, rows) -> None:
     """Write every row or nothing: a temp file beside the target, then os.replace.
 
     Every line is strict JSON (a NaN or infinity raises ValueError before the target is
-    touched); an OS failure is one MinirmError line naming the path, and leaves no temp file."""
-    path = Path(path)
+    touched); an OS failure is one MinirmError line naming the path, and leaves no temp file.
+    A symbolic link is written through: its target is replaced, the link stays (`write_target`)."""
+    path = write_target(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)

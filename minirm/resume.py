@@ -43,16 +43,18 @@ def check_output(output: Path, cfg) -> None:
                               "move it away or choose another --output")
     ckpts = checkpoint_dirs(output)
     finished = [name for name in ("summary.json", "model.safetensors") if (output / name).is_file()]
-    if cfg.resume and not ckpts:
+    # summary.json is written last: a run that has it finished, whatever checkpoints it kept on the way
+    done = "summary.json" in finished
+    if cfg.resume and (done or not ckpts):
         if finished:
-            raise MinirmError(f"--resume: {output} holds a finished run ({', '.join(finished)}) and no checkpoint "
-                              "to continue from; pass --overwrite instead to train it again, or another --output")
+            raise MinirmError(f"--resume: {output} holds a finished run ({', '.join(finished)}), so there is "
+                              "nothing to continue; pass --overwrite instead to train it again, or another --output")
         raise MinirmError(f"--resume: {output} holds no checkpoint to resume from (checkpoints/step-N/ with "
                           f"{STATE_FILE}); run without --resume to start a new run")
     if not cfg.resume and not cfg.overwrite:
-        if ckpts:
-            raise MinirmError(f"{output} already holds checkpoints of a run; pass --resume to continue it, "
-                              "--overwrite to start over, or choose another --output")
+        if ckpts and not done:
+            raise MinirmError(f"{output} already holds checkpoints of an unfinished run; pass --resume to continue "
+                              "it, --overwrite to start over, or choose another --output")
         if finished:
             raise MinirmError(f"{output} already holds a trained model ({', '.join(finished)}); pass --overwrite "
                               "to replace it, or choose another --output")
@@ -117,8 +119,9 @@ def clean_leftovers(output: Path) -> list[Path]:
             if p.name.startswith(".") or (p.name.startswith("step-") and p.is_dir()
                                           and not (p / STATE_FILE).is_file()):
                 removed.append(p)
-    if output.parent.is_dir():
-        removed += [p for p in output.parent.glob(f".{glob.escape(output.name)}.*.tmp") if p.is_dir()]
+    real = Path(os.path.realpath(output))  # save_model writes beside the real folder when OUTPUT is a link
+    if real.parent.is_dir():
+        removed += [p for p in real.parent.glob(f".{glob.escape(real.name)}.*.tmp") if p.is_dir()]
     for p in removed:
         if p.is_dir() and not p.is_symlink():
             shutil.rmtree(p, ignore_errors=True)

@@ -15,14 +15,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
 from .attention import check_backend, choose_backend
 from .batching import length_batches, pad_batch
-from .checkpoint import load_model
+from .checkpoint import check_reward_checkpoint, load_model
 from .config import ModelConfig
-from .cpu import can_prepack, prepack_linears
+from .console import Progress
+from .cpu import can_prepack
 from .devices import check_device
 from .errors import MinirmError, check_number
 from .hub import resolve_model
@@ -47,14 +49,22 @@ class Scorer:
     # (rank, world) under torchrun: each process runs every world-th batch of the one batch plan
     # that a single process would run, so the scores are the single process's, bit for bit
     shard: tuple[int, int] = (0, 1)
+    # what the caller named (an alias, a repo id or a directory) and the directory it resolved to:
+    # the model a summary reports, never config.json's _name_or_path (the base of every fine-tune)
+    name: str | None = None
+    path: Path | None = None
 
     @classmethod
     def from_pretrained(cls, name: str, revision: str | None = None, device: str | None = None,
                         dtype: str = "float32", max_length: int | None = None, truncation_side: str | None = None,
                         tokenizer: str | None = None, attention: str | None = None, batch_size: int = 32,
-                        alpha: float | None = None, chat_names: dict | None = None) -> "Scorer":
+                        alpha: float | None = None, chat_names: dict | None = None,
+                        prepack: bool | None = None) -> "Scorer":
         """Everything the caller can get wrong is checked before the weights load: the options,
-        then the config and the tokenizer against them."""
+        then the config and the tokenizer against them.
+
+        `prepack` lays bf16 linear weights out for oneDNN on CPU (cpu.py); None: where the CPU
+        multiplies bf16 natively (AMX or AVX-512 BF16)."""
         device = check_device(device)
         if dtype not in DTYPES:
             raise MinirmError(f"unknown --dtype {dtype!r}; choose float32, bfloat16 or float16")
@@ -65,6 +75,7 @@ class Scorer:
             check_backend(attention, device)
         model_dir = resolve_model(name, revision)
         cfg = ModelConfig.from_file(model_dir / "config.json")
+        check_reward_checkpoint(model_dir, cfg)
         if cfg.num_labels not in (1, 2):
             raise MinirmError(f"{name}: {cfg.num_labels} labels; a reward score needs a 1- or 2-label head")
         if alpha is not None and not cfg.spec.takes_alpha:
@@ -72,12 +83,13 @@ class Scorer:
                               f"drop it for this {cfg.family} model")
         attention = choose_backend(attention, device, cfg.head_dim, DTYPES[dtype], cfg.spec.supports_triton)
         tok = load_tokenizer(find_tokenizer(tokenizer, model_dir, cfg), cfg, max_length, truncation_side, chat_names)
-        model, cfg = load_model(model_dir, DTYPES[dtype], device, config=cfg)
+        # bf16 on CPU: each linear weight laid out for oneDNN as it loads (cpu.py), one copy at a time
+        prepack = can_prepack(DTYPES[dtype], device) if prepack is None else prepack
+        model, cfg = load_model(model_dir, DTYPES[dtype], device, config=cfg, prepack=prepack)
         if DTYPES[dtype] != torch.float32:
             model.float_head()  # scores in float32: no ties made by rounding
-        if can_prepack(DTYPES[dtype], device):  # bf16 on CPU: weights laid out for AMX once (cpu.py)
-            prepack_linears(model)
-        return cls(model, cfg, tok, device, batch_size, attention, 1.0 if alpha is None else alpha)
+        return cls(model, cfg, tok, device, batch_size, attention, 1.0 if alpha is None else alpha,
+                   name=str(name), path=model_dir)
 
     # --- public API ---------------------------------------------------------------------
     def score_pairs(self, prompts: list[str], responses: list[str], progress: bool = False) -> list[float]:
@@ -125,6 +137,9 @@ class Scorer:
         empty = [i for i, s in enumerate(sequences) if not s]
         if empty:
             raise SampleError(empty[0], "tokenizes to nothing; give it some text")
+        unknown = self.tokenizer.first_unknown(sequences)
+        if unknown is not None:
+            raise SampleError(unknown[0], self.tokenizer.unknown_reason(unknown[1]))
         # identical inputs are scored once: saves work, and a tie stays a tie bit for bit
         # (the same row in two differently padded batches can differ in the last float bit)
         unique: dict[tuple[int, ...], int] = {}
@@ -133,7 +148,7 @@ class Scorer:
         scores = [0.0] * len(distinct)
         rank, world = self.shard
         mine = length_batches([len(s) for s in distinct], self.batch_size)[rank::world]
-        bar = _progress(sum(map(len, mine)), progress)
+        bar = Progress(sum(map(len, mine)), "seq", "scoring", enabled=progress)
         for batch_idx in mine:
             for i, s in zip(batch_idx, self.forward_batch([distinct[i] for i in batch_idx])):
                 scores[i] = s
@@ -143,10 +158,13 @@ class Scorer:
             scores = _gather_scores(scores, [i for b in mine for i in b], world)
         bad = [i for i, j in enumerate(slot) if not math.isfinite(scores[j])]
         if bad:
-            raise SampleError(bad[0], f"the model scores it {scores[slot[bad[0]]]} (numeric overflow in "
-                                      f"{str(next(self.model.parameters()).dtype).removeprefix('torch.')}); "
-                                      "score with --dtype float32 or bfloat16")
+            raise SampleError(bad[0], overflow_reason(scores[slot[bad[0]]], self.dtype))
         return [scores[j] for j in slot]
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype the encoder runs in (the head may run in float32)."""
+        return next(p.dtype for p in self.model.parameters() if p.is_floating_point())
 
     @torch.inference_mode()
     def forward_batch(self, sequences: list[list[int]]) -> list[float]:
@@ -157,6 +175,15 @@ class Scorer:
     def logits_to_scores(self, logits: torch.Tensor) -> torch.Tensor:
         """(B, num_labels) -> (B,) scores, by the family's rule (see the module docstring)."""
         return self.cfg.spec.score(logits, self.alpha)
+
+
+def overflow_reason(score: float, dtype: torch.dtype) -> str:
+    """Why a score is not finite, and what else to try: the weights are finite (checked at load), so
+    the activations overflowed the dtype; a wider dtype is the cure, where there is one."""
+    name = str(dtype).removeprefix("torch.")
+    wider = {torch.float16: "score with --dtype bfloat16 or float32", torch.bfloat16: "score with --dtype float32"}
+    cure = wider.get(dtype, "float32 is already the widest, so look at the text and the checkpoint")
+    return f"the model scores it {score}: its activations overflowed {name} on this input; {cure}"
 
 
 def _gather_scores(scores: list[float], mine: list[int], world: int) -> list[float]:
@@ -196,8 +223,3 @@ def _strings(name: str, values) -> list[str]:
             raise ValueError(f"{name}[{i}] holds a lone surrogate (\\ud800-\\udfff without its pair), which is not text")
     return values
 
-
-def _progress(total: int, enabled: bool):
-    from tqdm import tqdm
-
-    return tqdm(total=total, unit="seq", desc="scoring", dynamic_ncols=True, disable=not enabled)

@@ -37,9 +37,10 @@ CHAT_OPTIONS = {"bot_name": "--bot-name", "user_name": "--user-name", "memory": 
 
 class RewardTokenizer:
     def __init__(self, tokenizer: Tokenizer, cfg: ModelConfig, max_length: int | None = None,
-                 truncation_side: str | None = None, chat_names: dict | None = None):
+                 truncation_side: str | None = None, chat_names: dict | None = None, source: str = "the tokenizer"):
         self.tokenizer = tokenizer
         self.cfg = cfg
+        self.source = source
         self.pair_input = cfg.spec.pair_input  # GPT-2 models score one formatted text
         self.chat_names = self._check_chat_names(chat_names or {})
         limit = usable_positions(cfg)
@@ -54,6 +55,41 @@ class RewardTokenizer:
         tokenizer.no_padding()
         tokenizer.enable_truncation(self.max_length, strategy="longest_first", direction=self.truncation_side)
         self.pad_id = pad_token_id(tokenizer, cfg)
+        # ids past the embedding table end in an IndexError deep in the model: what every text can
+        # emit (the vocabulary, the special tokens framing it, the padding) is checked here, and the
+        # added tokens beyond the table, which only some texts hold, per sequence (first_unknown)
+        self.vocab_size = cfg.vocab_size
+        self.may_exceed = self._check_vocabulary()
+
+    def _check_vocabulary(self) -> bool:
+        """One line when the model's vocab_size cannot hold the ids this tokenizer always emits;
+        returns whether some added token is beyond it."""
+        vocab = self.tokenizer.get_vocab(with_added_tokens=False)
+        framed = self.tokenizer.encode("a", "b" if self.pair_input else None).ids
+        named = [(max(vocab.values(), default=-1), "its vocabulary has ids up to"),
+                 (max(framed, default=-1), "its special tokens have ids up to"),
+                 (self.pad_id, "its padding id is")]
+        top, what = max(named)
+        if top >= self.vocab_size:
+            raise MinirmError(f"{self.source}: {what} {top}, but the model's config.json has vocab_size "
+                              f"{self.vocab_size}; the tokenizer is not this model's (pass its own with --tokenizer), "
+                              "or config.json is wrong")
+        added = self.tokenizer.get_added_tokens_decoder()
+        return any(i >= self.vocab_size for i in added)
+
+    def first_unknown(self, sequences: list[list[int]]) -> tuple[int, int] | None:
+        """(index, id) of the first sequence holding an id the model has no embedding for, or None."""
+        if not self.may_exceed:
+            return None
+        for i, ids in enumerate(sequences):
+            if ids and max(ids) >= self.vocab_size:
+                return i, max(ids)
+        return None
+
+    def unknown_reason(self, token_id: int) -> str:
+        token = self.tokenizer.id_to_token(token_id)
+        return (f"holds the added token {token!r} (id {token_id}), beyond the model's vocab_size {self.vocab_size}; "
+                "remove it from the text, or use the tokenizer the model was trained with")
 
     def _check_chat_names(self, names: dict) -> dict:
         """The Pygmalion names apply to chat-format (GPT-2) models only; elsewhere they would do nothing."""
@@ -133,7 +169,9 @@ def pad_token_id(tokenizer: Tokenizer, cfg: ModelConfig) -> int:
 
 def load_tokenizer(tokenizer_dir: str | Path, cfg: ModelConfig, max_length: int | None = None,
                    truncation_side: str | None = None, chat_names: dict | None = None) -> RewardTokenizer:
-    return RewardTokenizer(read_tokenizer(Path(tokenizer_dir), cfg), cfg, max_length, truncation_side, chat_names)
+    folder = Path(tokenizer_dir)
+    source = next((str(folder / f) for f in TOKENIZER_VOCABS if (folder / f).is_file()), str(folder))
+    return RewardTokenizer(read_tokenizer(folder, cfg), cfg, max_length, truncation_side, chat_names, source)
 
 
 def find_tokenizer(tokenizer: str | None, model_dir: Path, cfg: ModelConfig) -> Path:

@@ -36,14 +36,15 @@ from .batching import pad_batch
 from .checkpoint import load_for_training, reward_config, save_model
 from .config import ModelConfig
 from .data import DataSource, Encoded, Example, encode_examples, load_examples, split_holdout
-from .errors import MinirmError
+from .console import Progress
+from .errors import MinirmError, interrupted
 from .hub import resolve_model
 from .losses import Objective, make_objective, to_floats
 from .meter import Meter, MetricsLog, plot_curves
 from .models import kernel_trains, supports_triton
 from .optim import build_optimizer, lr_factor, set_lr
 from .plan import StepPlan
-from .resume import check_output, prepare_output, resume, save_checkpoint
+from .resume import check_output, checkpoint_dirs, prepare_output, resume, save_checkpoint
 from .attention import choose_backend
 from .devices import Dist, setup_distributed
 from .tokenizer import find_tokenizer, load_tokenizer
@@ -119,25 +120,31 @@ def accumulate(wrapped, forward: Forward, batches: list[list[Encoded]], n_step: 
     return step_loss, forward.objective.merge(parts)
 
 
-def all_ranks(loss: torch.Tensor, d: Dist) -> torch.Tensor:
-    """The step's mean loss: each rank holds its share, summed (in float32) over the ranks."""
+def all_ranks(loss: torch.Tensor, save_due: bool, d: Dist) -> tuple[torch.Tensor, torch.Tensor | bool]:
+    """The step's mean loss (each rank holds its share, summed in float32 over the ranks) and whether
+    rank 0's clock says a checkpoint is due, in one all-reduce, so that every rank saves at the same step."""
     if d.world == 1:
-        return loss
-    shared = loss.float().reshape(1)
+        return loss, save_due
+    shared = torch.stack([loss.float().reshape(()), torch.tensor(float(save_due), device=loss.device)])
     dist.all_reduce(shared)
-    return shared
+    return shared[0], shared[1]
 
 
-def check_step(loss: torch.Tensor, grad_norm: torch.Tensor, step: int, cfg: TrainConfig) -> float:
-    """The step's loss and gradient norm, read in one transfer (the step's one GPU sync) before the
-    optimizer step can spoil the weights; a non-finite one stops the run. Under fp16 a non-finite
-    gradient is the GradScaler's to handle (it skips the step). Returns the loss."""
-    loss_value, norm = torch.stack([loss.double().reshape(()), grad_norm.double()]).tolist()
+def check_step(loss: torch.Tensor, grad_norm: torch.Tensor, step: int, cfg: TrainConfig,
+               save_due: torch.Tensor | bool = False) -> tuple[float, bool]:
+    """The step's loss and gradient norm (and the ranks' shared save flag), read in one transfer (the
+    step's one GPU sync) before the optimizer step can spoil the weights; a non-finite one stops the
+    run. Under fp16 a non-finite gradient is the GradScaler's to handle (it skips the step).
+    Returns (the loss, whether a timed checkpoint is due)."""
+    values = [loss.double().reshape(()), grad_norm.double().reshape(())]
+    if isinstance(save_due, torch.Tensor):
+        values.append(save_due.double().reshape(()))
+    loss_value, norm, *due = torch.stack(values).tolist()
     if not math.isfinite(norm) and cfg.precision != "fp16":
         _diverged("gradient norm", norm, step, cfg)
     if not math.isfinite(loss_value):  # the same on every rank (all-reduced)
         _diverged("loss", loss_value, step, cfg)
-    return loss_value
+    return loss_value, bool(due[0]) if due else bool(save_due)
 
 
 def _diverged(what: str, value: float, step: int, cfg: TrainConfig) -> None:
@@ -172,9 +179,50 @@ def run_eval(model, forward: Forward, eval_set: list[Encoded], batch_size: int) 
 
 # --- the loop ------------------------------------------------------------------------------
 
+@dataclass
+class Where:
+    """How far a run got, for the line an interrupt leaves: the steps done of the total, once the loop runs."""
+
+    step: int | None = None
+    total: int | None = None
+    finishing: bool = False
+
+
 def train(cfg: TrainConfig) -> dict:
-    """Train; returns a summary (steps, examples, seconds, output, new parameters, final eval metrics, plot)."""
+    """Train; returns a summary (steps, examples, seconds, output, new parameters, final eval metrics, plot).
+
+    Ctrl-C or SIGTERM (under the CLI) raises an `Interrupted` whose note says what the run left
+    behind: the checkpoint --resume would continue from, or that there is none yet."""
     cfg.validate()
+    where = Where()
+    try:
+        return _train(cfg, where)
+    except KeyboardInterrupt as e:
+        raise interrupted(e, interrupt_note(cfg, where)) from None
+
+
+def interrupt_note(cfg: TrainConfig, where: Where) -> str:
+    """What an interrupted run leaves in --output, read from the disk, so that it is true whatever
+    was interrupted: the checkpoint --resume continues from, or that there is none yet."""
+    output = Path(cfg.output)
+    ckpts = checkpoint_dirs(output)
+    if where.step is None:
+        if cfg.resume and ckpts:
+            return f"before training started; {output}'s checkpoints are as they were: --resume continues from them"
+        return "before training started; nothing was trained"
+    at = "while saving the trained model" if where.finishing else f"after {where.step} of {where.total} steps"
+    if ckpts:
+        return f"stopped {at}; the last checkpoint is {ckpts[-1]}: run the same command with --resume to continue"
+    rules = [f"every {cfg.save_every} steps" if cfg.save_every else "",
+             f"every {cfg.save_every_minutes:g} minutes" if cfg.save_every_minutes else ""]
+    saved = ("saved " + " or ".join(r for r in rules if r) if any(rules)
+             else "--save-every and --save-every-minutes are 0")
+    finished = any((output / f).is_file() for f in ("model.safetensors", "summary.json"))
+    return (f"stopped {at}, before the first checkpoint ({saved}): nothing to resume; run the command again "
+            f"{'with --overwrite' if finished else 'as it was'} to start over")
+
+
+def _train(cfg: TrainConfig, where: Where) -> dict:
     d, device = setup_distributed(cfg.device)
     output = Path(cfg.output)
     check_output(output, cfg)  # before any model or data is loaded
@@ -201,10 +249,10 @@ def train(cfg: TrainConfig) -> dict:
         model, device_ids=[device.index] if device.type == "cuda" else None)
     log = MetricsLog(output / "metrics.jsonl", d.main, start if cfg.resume else None)
     meter, row, last_eval = Meter(state), {}, {}
-    from tqdm import tqdm
-
-    bar = tqdm(total=plan.total, initial=start, unit="step", desc="training", dynamic_ncols=True,
-               disable=not (cfg.progress and d.main))
+    # a bar at a terminal; elsewhere (nohup, Slurm) a plain line every 30 s (console.py)
+    bar = Progress(plan.total, "steps", "training", enabled=cfg.progress and d.main, initial=start)
+    where.step, where.total = start, plan.total
+    last_save = time.monotonic()
     model.train()
     for step in range(start, plan.total):
         t0 = time.perf_counter()
@@ -214,38 +262,40 @@ def train(cfg: TrainConfig) -> dict:
         loss, parts = accumulate(wrapped, forward, batches, len(examples), d.world, scaler)
         scaler.unscale_(optimizer)
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm or float("inf"))
-        loss = all_ranks(loss, d)
-        step_loss = check_step(loss, grad_norm, step + 1, cfg)  # the step's one read, before its update
+        timed = d.main and 0 < 60 * cfg.save_every_minutes <= time.monotonic() - last_save  # rank 0's clock
+        loss, timed = all_ranks(loss, timed, d)
+        step_loss, timed = check_step(loss, grad_norm, step + 1, cfg, timed)  # the step's one read, before its update
         scaler.step(optimizer)
         scaler.update()
         optimizer.zero_grad(set_to_none=True)
         meter.add(len(examples), time.perf_counter() - t0,
                   {"loss": loss, "grad_norm": grad_norm, **objective.metrics(parts)})  # this rank's share; rank 0 logs
-        done = step + 1
+        done = where.step = step + 1
         if cfg.log_every and (done % cfg.log_every == 0 or done == plan.total):
             row = {"step": done, "split": "train", "epoch": round(done / plan.per_epoch, 4),
                    "lr": optimizer.param_groups[0]["lr"], **meter.row()}  # means over the steps since the last row
             log.write(row)
-        bar.update(1)
-        bar.set_postfix(loss=f"{step_loss:.4f}", **({"acc": f"{row['accuracy']:.2f}"} if "accuracy" in row else {}))
+        bar.update(1, loss=f"{step_loss:.4f}", **({"acc": f"{row['accuracy']:.2f}"} if "accuracy" in row else {}))
         if eval_set and d.main and ((cfg.eval_every and done % cfg.eval_every == 0) or done == plan.total):
             last_eval = {"step": done, "split": "eval",
                          **run_eval(model, forward, eval_set, cfg.eval_batch_size or 2 * cfg.batch_size)}
             log.write(last_eval)
             bar.write(f"step {done}: " + ", ".join(f"{k} {v:.4f}" for k, v in last_eval.items()
                                                    if isinstance(v, float)))
-        if cfg.save_every and done % cfg.save_every == 0 and done < plan.total:
+        if ((cfg.save_every and done % cfg.save_every == 0) or timed) and done < plan.total:
             if d.main:
                 _check_finite(model, done, cfg)
                 save_checkpoint(output, done, model, optimizer, scaler, tok_dir, {
                     "data": plan.fingerprint, "config": asdict(cfg), **meter.state()}, cfg.save_total_limit)
             if d.world > 1:
                 dist.barrier()
+            last_save = time.monotonic()
     bar.close()
 
     summary = {"steps": plan.total, "examples": meter.examples_seen, "seconds": meter.train_seconds,
                "output": str(output), "new_parameters": fresh,
                "eval": {k: v for k, v in last_eval.items() if k not in ("step", "split")}}
+    where.finishing = True
     if d.main:
         finish(model, cfg, tok_dir, log, summary)
     if d.world > 1:
@@ -258,7 +308,8 @@ def finish(model, cfg: TrainConfig, tok_dir: Path, log: MetricsLog, summary: dic
     output = Path(cfg.output)
     _check_finite(model, summary["steps"], cfg)
     save_model(model, output, tok_dir, into_existing=True)
-    png = plot_curves(log.rows(), output / "curves.png")
+    png = plot_curves(log.rows(), output / "curves.png", chance=make_objective(cfg.loss).chance(cfg.num_labels),
+                      window=cfg.log_every)
     summary["plot"] = str(png) if png else None
     (output / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
 

@@ -55,6 +55,9 @@ class TrainConfig:
     log_every: int = 10
     eval_every: int = 0
     save_every: int = 0
+    # and by the clock: a checkpoint once this many minutes have passed since the last (0 = never), so
+    # that any long run can be resumed however it stops; rank 0's clock decides for every process
+    save_every_minutes: float = 30.0
     save_total_limit: int = 2
     resume: bool = False
     overwrite: bool = False  # replace a finished run (or an interrupted one's checkpoints) in `output`
@@ -94,6 +97,7 @@ class TrainConfig:
             check_number("betas", b, low=0, high=1, high_open=True, flag="the optimizer's betas")
         for name in ("log_every", "eval_every", "save_every"):
             check_number(name, getattr(self, name), integer=True, low=0, hint="0 for never")
+        check_number("save_every_minutes", self.save_every_minutes, low=0, hint="0 for never")
         check_number("save_total_limit", self.save_total_limit, integer=True, low=0, hint="0 keeps them all")
         check_number("seed", self.seed, integer=True, low=0, high=2**32 - 1)
         if not isinstance(self.output, (str, os.PathLike)) or not str(self.output).strip():

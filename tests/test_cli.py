@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import stat
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -144,3 +148,127 @@ def test_oa_rank_option(make_checkpoint, pairs, tmp_path):
     expected = Scorer.from_pretrained(str(model_dir)).score_pairs([prompts[0], prompts[2]], [responses[0], responses[2]])
     assert got[0] == pytest.approx(expected[0], abs=1e-6) and got[2] == pytest.approx(expected[1], abs=1e-6)
     assert got[1] == -4.0 and got[3] == -4.0
+
+
+# --- issue 24: what a new user meets --------------------------------------------------------------
+
+def test_the_summary_names_the_model_as_given_not_its_base(make_checkpoint, tmp_path, monkeypatch):
+    """A fine-tune's config.json keeps its base's _name_or_path; the summary reports what the user
+    passed, and the directory it resolved to."""
+    mine = shutil.copytree(make_checkpoint("bert")[0], tmp_path / "runs" / "mine")
+    config = json.loads((mine / "config.json").read_text())
+    config["_name_or_path"] = "nreimers/MiniLM-L6-H384-uncased"
+    (mine / "config.json").write_text(json.dumps(config))
+    src = write_jsonl(tmp_path / "prefs.jsonl", [{"prompt": "2+2?", "chosen": "4", "rejected": "5"}])
+    monkeypatch.chdir(tmp_path)
+    result = run_cli("--model", "runs/mine", "--input", src, "--output", tmp_path / "out.jsonl", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["model"] == "runs/mine" and summary["model_path"] == str(mine.resolve())
+
+
+def test_output_through_a_symbolic_link_writes_its_target(make_checkpoint, tmp_path):
+    """As the shell's `>`: the link stays a link, the file it names gets the scores; a dangling
+    link's target is created; a loop or a link to a directory is one line, before the model loads."""
+    model_dir, _ = make_checkpoint("bert")
+    src = write_jsonl(tmp_path / "in.jsonl", [{"prompt": "hi", "response": "hello"}])
+    target, link = tmp_path / "results" / "scored.jsonl", tmp_path / "latest.jsonl"
+    target.parent.mkdir()
+    target.write_text("old scores\n")
+    target.chmod(0o640)
+    link.symlink_to(target)
+    assert main(["--model", str(model_dir), "--input", str(src), "--output", str(link)]) == 0
+    assert link.is_symlink() and os.readlink(link) == str(target)
+    assert json.loads(target.read_text())["score"] == json.loads(link.read_text())["score"]
+    assert stat.S_IMODE(target.stat().st_mode) == 0o640  # the target keeps its mode
+    assert sorted(p.name for p in target.parent.iterdir()) == ["scored.jsonl"]  # no temp file left
+    dangling = tmp_path / "dangling.jsonl"
+    dangling.symlink_to(tmp_path / "results" / "new.jsonl")
+    assert main(["--model", str(model_dir), "--input", str(src), "--output", str(dangling)]) == 0
+    assert dangling.is_symlink() and (tmp_path / "results" / "new.jsonl").is_file()
+    loop = tmp_path / "loop.jsonl"
+    loop.symlink_to(loop)
+    to_dir = tmp_path / "to-dir.jsonl"
+    to_dir.symlink_to(target.parent)
+    for bad, needle in ((loop, "a symbolic link that cannot be followed"), (to_dir, "is a link to the directory")):
+        result = run_cli("--model", model_dir, "--input", src, "--output", bad)
+        assert result.returncode == 2 and needle in result.stderr and result.stderr.count("\n") == 1, result.stderr
+
+
+def test_a_linked_output_folder_on_another_filesystem_is_written_through(make_checkpoint, tmp_path):
+    """train.py --output runs/mine where runs/mine links to a folder on another filesystem (scratch):
+    every save renames within the real folder's filesystem, and the link stays."""
+    from minirm.checkpoint import load_model, save_model
+
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or shm.stat().st_dev == tmp_path.stat().st_dev:
+        pytest.skip("needs a second filesystem (/dev/shm)")
+    model, _ = load_model(make_checkpoint("bert")[0])
+    real = Path(tempfile.mkdtemp(dir=shm))
+    try:
+        link = tmp_path / "mine"
+        link.symlink_to(real)
+        save_model(model, link)  # a whole model folder replaced: it was a rename across filesystems
+        save_model(model, link, into_existing=True)
+        assert link.is_symlink() and (real / "model.safetensors").is_file()
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"]
+    finally:
+        shutil.rmtree(real, ignore_errors=True)
+
+
+def test_list_models_and_recipes_fit_an_80_column_terminal():
+    from minirm.cli_score import list_models
+    from minirm.recipes import RECIPES, recipe_table
+
+    for text in (list_models(80), recipe_table(80)):
+        assert max(map(len, text.splitlines())) <= 80, text
+    assert all(name in recipe_table(80) for name in RECIPES)
+    wide = recipe_table(400).splitlines()
+    assert len(wide) == 1 + len(RECIPES) and wide[0].split()[0] == "recipe"  # a table where it fits
+    env = {**os.environ, "COLUMNS": "80"}
+    for script, option in (("train.py", "--list-recipes"), ("score.py", "--list-models")):
+        out = subprocess.run([sys.executable, str(ROOT / script), option], capture_output=True, text=True,
+                             env=env, timeout=60)
+        assert out.returncode == 0 and max(map(len, out.stdout.splitlines())) <= 80, out.stdout
+
+
+CONSOLE_SCRIPTS = {"minirm-score": ("minirm.cli_score", "Score (prompt, response) pairs"),
+                   "minirm-train": ("minirm.cli_train", "Train a reward model")}
+
+
+def test_pyproject_declares_the_console_scripts():
+    import re
+
+    text = (ROOT / "pyproject.toml").read_text()
+    section = text.split("[project.scripts]", 1)[1].split("\n[", 1)[0]
+    declared = dict(re.findall(r'^([\w-]+)\s*=\s*"([\w.:]+)"', section, re.M))
+    assert set(declared) == set(CONSOLE_SCRIPTS)
+    for name, target in declared.items():
+        module, function = target.split(":")
+        assert module == CONSOLE_SCRIPTS[name][0]
+        assert callable(getattr(__import__(module, fromlist=[function]), function))
+
+
+@pytest.mark.parametrize("name", list(CONSOLE_SCRIPTS))
+def test_console_scripts_and_python_m_work_from_any_directory(name, tmp_path):
+    """The installed commands, and `python -m`, from a folder that is not the clone."""
+    module, description = CONSOLE_SCRIPTS[name]
+    script = shutil.which(name, path=str(Path(sys.executable).parent))
+    assert script, f"{name} is not installed beside {sys.executable}: pip install -e . (pyproject's [project.scripts])"
+    for argv, prog in (([script], name), ([sys.executable, "-m", module], f"python -m {module}")):
+        out = subprocess.run([*argv, "--help"], capture_output=True, text=True, cwd=tmp_path, timeout=60)
+        assert out.returncode == 0 and out.stdout.startswith(f"usage: {prog} "), out.stdout + out.stderr
+        assert description in out.stdout and f"  {prog} --" in out.stdout  # the examples name the command
+    bad = subprocess.run([script, "--model"], capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    assert bad.returncode == 2 and f"{name}: error:" in bad.stderr
+
+
+def test_scores_through_the_console_script_from_elsewhere(make_checkpoint, tmp_path):
+    script = shutil.which("minirm-score", path=str(Path(sys.executable).parent))
+    assert script, "minirm-score is not installed: pip install -e ."
+    model_dir, _ = make_checkpoint("bert")
+    out = subprocess.run([script, "--model", str(model_dir), "hi", "hello"], capture_output=True, text=True,
+                         cwd=tmp_path, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert float(out.stdout) == pytest.approx(Scorer.from_pretrained(str(model_dir)).score_pairs(["hi"], ["hello"])[0],
+                                              abs=1e-6)

@@ -23,8 +23,10 @@ No GPU needed: Triton compiles for a GPUTarget, with the ptxas and cuobjdump fro
 import json
 import os
 import random
+import signal
 import subprocess
 import sys
+import time
 import warnings
 from collections import defaultdict
 from pathlib import Path
@@ -259,3 +261,71 @@ def test_cli_json_rows(fresh_sample):
         assert row["compiled"] is True and row["autotune"] is True and row["causal"] is None
         assert row["spill_bytes"] == 0 and row["registers"] > 0 and row["shared_bytes"] >= 0
 
+
+# --- stopping a sweep -----------------------------------------------------------------------------
+
+STOP_SCRIPT = """
+import sys
+sys.path.insert(0, {tests!r})
+import aot_slow
+from minirm.kernels import aot
+aot.compile_variant = aot_slow.slow_compile
+sys.exit(aot.main(["--kernel", "forward", "--arch", "sm_80", "--jobs", "2", "--cache", {cache!r}]))
+"""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_sweep_stops_at_once_leaving_nothing_behind(tmp_path, signum):
+    """Ctrl-C (SIGINT to the terminal's process group) or SIGTERM: one line, exit 130 or 143 within
+    seconds, the compiles done so far cached, no worker or compiler left running, no scratch folder
+    left in $TMPDIR; a scratch folder that a run killed outright left is removed, another program's
+    folder of the old name is not. The compiles are tests/aot_slow.py's stand-ins (no Triton)."""
+    temp, pids, cache = tmp_path / "tmp", tmp_path / "pids", tmp_path / "cache.json"
+    temp.mkdir()
+    pids.mkdir()
+    stale, alive, foreign = temp / "minirm-aot-triton-pid999999999-x1", temp / f"minirm-aot-triton-pid{os.getpid()}-x2", \
+        temp / "minirm-aot-triton-abc123"
+    for folder in (stale, alive, foreign):
+        (folder / "triton-cache").mkdir(parents=True)
+    environment = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
+    environment.update(TMPDIR=str(temp), AOT_TEST_PIDS=str(pids))
+    script = STOP_SCRIPT.format(tests=str(Path(__file__).parent), cache=str(cache))
+    proc = subprocess.Popen([sys.executable, "-c", script], env=environment, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)  # a process group of its own, as a shell job has
+    try:
+        deadline = time.monotonic() + 120
+        while len(list(pids.glob("child-*"))) < 2:  # both workers inside a long "ptxas"
+            assert proc.poll() is None and time.monotonic() < deadline, "the sweep ended before it was stopped"
+            time.sleep(0.05)
+        sent = time.monotonic()
+        os.killpg(proc.pid, signum) if signum == signal.SIGINT else proc.send_signal(signum)
+        _, err = proc.communicate(timeout=30)  # EOF only once every process holding stderr has exited
+        code, took = proc.returncode, time.monotonic() - sent
+    finally:
+        kill_session(proc.pid)  # whatever a failing sweep left running
+    lines = err.strip().splitlines()
+    assert code == 128 + signum and "Traceback" not in err, err
+    assert lines[-1].startswith("python -m minirm.kernels.aot: ") and "the same command continues" in lines[-1], err
+    assert took < 10, f"took {took:.1f} s to stop"
+    for child in pids.glob("child-*"):
+        pid = int(child.name.split("-")[1])
+        assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2], \
+            f"the compiler {pid} outlived the sweep"
+    assert sorted(p.name for p in temp.iterdir()) == sorted([alive.name, foreign.name])
+    assert len(json.loads(cache.read_text())) == aot_slow_quick()
+
+
+def kill_session(sid):
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[3]) == sid:  # the session id
+                os.kill(int(stat.parent.name), signal.SIGKILL)
+        except (OSError, ValueError, IndexError):
+            pass
+
+
+def aot_slow_quick():
+    import aot_slow
+
+    return aot_slow.QUICK

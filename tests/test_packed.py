@@ -95,6 +95,22 @@ def test_bf16_prepacked_linears_change_no_score(make_checkpoint, pairs, family):
     assert fast.score_pairs(prompts, responses) == plain.score_pairs(prompts, responses)
 
 
+@pytest.mark.parametrize("amx, avx512_bf16, packs", [(True, True, True), (False, True, True), (False, False, False)])
+def test_prepacking_is_decided_by_the_cpus_bf16_instructions(monkeypatch, amx, avx512_bf16, packs):
+    """Prepacked where the CPU multiplies bf16 natively: AMX (Sapphire Rapids), or AVX-512 BF16
+    without AMX (AMD Zen 4: measured 1.10x over nn.Linear, benchmarks/bf16_prepack.py); not where
+    oneDNN would emulate bf16, a layout never measured there."""
+    from minirm import cpu
+
+    if not (torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+            and torch.ops.mkldnn._is_mkldnn_bf16_supported()):
+        pytest.skip("this torch build or CPU has no oneDNN bf16 path at all")
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    assert cpu.can_prepack(torch.bfloat16, torch.device("cpu")) is packs
+    assert not cpu.can_prepack(torch.float32, torch.device("cpu"))
+
+
 @pytest.mark.parametrize("family", ["bert", "roberta", "gpt2", "bert-reward"])
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
 def test_half_precision_scores_come_from_a_float32_head(make_checkpoint, pairs, family, dtype):

@@ -107,6 +107,33 @@ def test_pairwise_overfits(make_checkpoint, tmp_path):
     assert summary["plot"] == str(png) and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_curves_are_honest_for_a_short_run():
+    """Three points around chance: the y-axis starts at 0 (accuracy spans 0 to 1), so noise stays
+    flat; ln 2 and 0.5 are drawn as chance lines; steps are whole numbers; the points are marked."""
+    from minirm.losses import make_objective
+    from minirm.meter import curves_figure
+
+    rows = [{"step": s, "split": "train", "loss": loss, "accuracy": acc}
+            for s, loss, acc in ((10, 0.6931, 0.5), (20, 0.689, 0.55), (30, 0.694, 0.45))]
+    rows.append({"step": 30, "split": "eval", "loss": 0.692, "accuracy": 0.5})
+    fig = curves_figure(rows, make_objective("pairwise").chance(1), window=10)
+    loss_ax, acc_ax = fig.axes
+    assert loss_ax.get_ylim()[0] == 0 and loss_ax.get_ylim()[1] < 1
+    assert acc_ax.get_ylim()[0] <= 0 and acc_ax.get_ylim()[1] >= 1
+    for ax, level, name in ((loss_ax, math.log(2), "chance (ln 2)"), (acc_ax, 0.5, "chance (0.5)")):
+        lines = {line.get_label(): line for line in ax.get_lines()}
+        assert list(lines[name].get_ydata()) == [level, level]
+        assert lines["train (mean of up to 10 steps)"].get_marker() == "o"
+        ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+        assert ticks and all(float(t).is_integer() for t in ticks)
+    one = curves_figure(rows[:1], make_objective("cross_entropy").chance(2), window=10)  # one logged point
+    ax = one.axes[0]
+    ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+    assert ticks and all(float(t).is_integer() for t in ticks)
+    assert make_objective("cross_entropy").chance(3) == {"loss": math.log(3), "accuracy": 1 / 3}
+    assert make_objective("mse").chance(1) == {}
+
+
 def test_ranking_overfits_groups_of_three(make_checkpoint, tmp_path):
     model_dir, _ = make_checkpoint("roberta")
     rows = [{"prompt": f"Tell me about topic {i}.", "responses": [HELPFUL[i % 3], "It is a topic. " + RUDE[(i + 1) % 3],

@@ -34,7 +34,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import math
-import re
 import threading
 import time
 from dataclasses import dataclass, field, replace
@@ -308,8 +307,10 @@ class RewardService:
             raise
         bad = [i for i, x in enumerate(scores) if not math.isfinite(x)]
         if bad:
-            raise ModelFailure(f"{labels[bad[0]]}: the model scores it {scores[bad[0]]} (numeric overflow); "
-                               "serve with --dtype float32 or bfloat16")
+            from .scoring import overflow_reason
+
+            reason = overflow_reason(scores[bad[0]], self.scorer.dtype).replace("score with --dtype", "serve with --dtype")
+            raise ModelFailure(f"{labels[bad[0]]}: {reason}")
         return scores
 
     async def get_reward(self, body: dict) -> dict:
@@ -393,7 +394,7 @@ def build_app(scorer, options: ServeOptions | None = None) -> FastAPI:
 
     @app.get("/health")
     async def health():
-        return {"status": "ok", "model": scorer.cfg.raw.get("_name_or_path") or scorer.cfg.family}
+        return {"status": "ok", "model": getattr(scorer, "name", None) or scorer.cfg.family}
 
     @app.get("/metrics")
     async def metrics():

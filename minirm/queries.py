@@ -79,6 +79,8 @@ TEMPLATES = {
         assistant=r"<start_of_turn>model\n?"),
 }
 SPLIT_RULES = ("exact", "markers", "spacing", "truncated", "template")
+_TEMPLATE_MARKERS = {name: re.compile("|".join(f"(?:{p})" for p in spec["markers"])) for name, spec in TEMPLATES.items()}
+_SPEAKER = {"assistant": "bot", "model": "bot"}  # a template's role -> ChatTurn's speaker
 
 
 class SplitError(ValueError):
@@ -156,13 +158,12 @@ def template_turns(text: str, template: str) -> list[ChatTurn]:
         for role, content in found:
             content = strip_markers(content or "", template)
             if content:
-                turns.append(ChatTurn({"assistant": "bot", "model": "bot"}.get(role, role), content))
+                turns.append(ChatTurn(_SPEAKER.get(role, role), content))
     return turns or [ChatTurn("user", strip_markers(text, template))]
 
 
 def strip_markers(text: str, template: str) -> str:
-    pattern = "|".join(f"(?:{p})" for p in TEMPLATES[template]["markers"])
-    return re.sub(pattern, "", text).strip()
+    return _TEMPLATE_MARKERS[template].sub("", text).strip()
 
 
 def transcript(turns: list[ChatTurn]) -> str:

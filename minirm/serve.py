@@ -45,6 +45,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from .errors import MinirmError, first_line
 from .queries import SPLIT_RULES, TEMPLATES, SplitError, query_sample
 from .records import check_row, has_lone_surrogate, parse_strict_json, rows_to_samples, rows_with_scores
+from .scoring import overflow_reason
 
 
 @dataclass
@@ -307,8 +308,6 @@ class RewardService:
             raise
         bad = [i for i, x in enumerate(scores) if not math.isfinite(x)]
         if bad:
-            from .scoring import overflow_reason
-
             reason = overflow_reason(scores[bad[0]], self.scorer.dtype).replace("score with --dtype", "serve with --dtype")
             raise ModelFailure(f"{labels[bad[0]]}: {reason}")
         return scores

@@ -3,7 +3,7 @@
 
 import sys
 
-from minirm.cli_score import main
+from minirm.scoring.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -3,7 +3,7 @@
 
 import sys
 
-from minirm.cli_train import main
+from minirm.training.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -37,7 +37,7 @@ from score_vs_transformers import build_checkpoint  # noqa: E402
 
 from minirm import Scorer  # noqa: E402
 from minirm.cpu import native_bf16  # noqa: E402
-from minirm.records import read_jsonl, rows_to_samples  # noqa: E402
+from minirm.text.records import read_jsonl, rows_to_samples  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "hh-rlhf-harmless-sample.jsonl"
 

@@ -69,7 +69,7 @@ from minirm import Scorer
 from minirm.batching import pad_batch
 from minirm.checkpoint import load_model
 from minirm.config import ModelConfig
-from minirm.data import load_examples, split_holdout
+from minirm.training.data import load_examples, split_holdout
 from minirm.errors import MinirmError
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "hh-rlhf-harmless-sample.jsonl"

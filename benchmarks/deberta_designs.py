@@ -97,7 +97,7 @@ def check_in_interpreter():
 
     from minirm.kernels.attention import _fill_tile_map, _num_tiles
     from minirm.kernels.deberta import disentangled_attention_reference
-    from minirm.models.deberta import relative_rows
+    from minirm.kernels.deberta_reference import relative_rows
 
     kernel = _rows_per_tile_forward_kernel
     torch.manual_seed(0)

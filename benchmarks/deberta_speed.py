@@ -7,7 +7,7 @@ vocab 128100) and the xxlarge reward model's flags otherwise (relative attention
 positions, ConvLayer). Its weights are random: speed does not depend on them.
 
 Inputs are real: the hh-rlhf harmless sample, each row's chosen and rejected transcript
-split into (conversation so far, last assistant turn) by minirm.records.transcript_sample,
+split into (conversation so far, last assistant turn) by minirm.text.records.transcript_sample,
 the first --limit of those pairs, tokenized as pairs with the MiniLM WordPiece tokenizer
 (a stand-in for spm.model; ids < 30522), max_length 512, fp32.
 
@@ -49,7 +49,7 @@ BASE = dict(
 
 
 def load_pairs(path: Path, limit: int):
-    from minirm.records import read_jsonl, transcript_sample
+    from minirm.text.records import read_jsonl, transcript_sample
 
     samples = []
     for row in read_jsonl(path):

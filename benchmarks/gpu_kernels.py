@@ -161,7 +161,7 @@ def check_kernel(ctx: Context, index: int) -> dict:
             return varlen_attention_reference(*xs, cu_seqlens, causal=case["causal"])
     else:
         from minirm.kernels.deberta import disentangled_attention, disentangled_attention_reference, dropout_keep_mask
-        from minirm.models.deberta import relative_rows
+        from minirm.kernels.deberta_reference import relative_rows
 
         names = ["out", "dq", "dk", "dv", "dpos_key", "dpos_query"]
         c2p_rows, p2c_rows = (rows.int() for rows in relative_rows(longest, BUCKETS, MAX_RELATIVE, SPAN, ctx.device))

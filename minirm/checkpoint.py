@@ -40,7 +40,7 @@ from .config import ModelConfig
 from .errors import MinirmError, first_line
 from .hub import TOKENIZER_FILES
 from .models import FAMILIES, Family, by_architecture, regression_family
-from .tokenizer import read_tokenizer
+from .text.tokenizer import read_tokenizer
 
 SAFETENSORS = "model.safetensors"
 SAFETENSORS_INDEX = "model.safetensors.index.json"

@@ -17,8 +17,8 @@ from safetensors import safe_open
 
 import minirm
 from minirm import MinirmError, Scorer
-from minirm.cli_score import main as score_main
-from minirm.cli_train import main as train_main
+from minirm.scoring.cli import main as score_main
+from minirm.training.cli import main as train_main
 from aira_remote_code import AUTO_MAP, RewardModel
 from conftest import PROMPTS, RESPONSES, save_tokenizer, tiny_config
 

@@ -55,9 +55,9 @@ def test_fallback_prints_one_line_once_and_explicit_triton_is_an_error(monkeypat
 
 
 def test_scorer_on_cpu_refuses_triton_without_the_interpreter_before_loading(make_checkpoint, monkeypatch):
-    import minirm.scoring
+    import minirm.scoring.scorer
 
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
-    monkeypatch.setattr(minirm.scoring, "load_model", lambda *a, **k: pytest.fail("loaded before the check"))
+    monkeypatch.setattr(minirm.scoring.scorer, "load_model", lambda *a, **k: pytest.fail("loaded before the check"))
     with pytest.raises(MinirmError, match="--attention triton runs on CUDA, not cpu"):
         Scorer.from_pretrained(str(make_checkpoint("bert")[0]), attention="triton", device="cpu")

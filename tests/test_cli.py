@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from minirm import Scorer
-from minirm.cli_score import main
+from minirm.scoring.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -217,8 +217,8 @@ def test_a_linked_output_folder_on_another_filesystem_is_written_through(make_ch
 
 
 def test_list_models_and_recipes_fit_an_80_column_terminal():
-    from minirm.cli_score import list_models
-    from minirm.recipes import RECIPES, recipe_table
+    from minirm.scoring.cli import list_models
+    from minirm.training.recipes import RECIPES, recipe_table
 
     for text in (list_models(80), recipe_table(80)):
         assert max(map(len, text.splitlines())) <= 80, text
@@ -232,8 +232,8 @@ def test_list_models_and_recipes_fit_an_80_column_terminal():
         assert out.returncode == 0 and max(map(len, out.stdout.splitlines())) <= 80, out.stdout
 
 
-CONSOLE_SCRIPTS = {"minirm-score": ("minirm.cli_score", "Score (prompt, response) pairs"),
-                   "minirm-train": ("minirm.cli_train", "Train a reward model")}
+CONSOLE_SCRIPTS = {"minirm-score": ("minirm.scoring.cli", "Score (prompt, response) pairs"),
+                   "minirm-train": ("minirm.training.cli", "Train a reward model")}
 
 
 def test_pyproject_declares_the_console_scripts():

@@ -1,4 +1,4 @@
-"""minirm.data: files and Hub datasets -> rows -> adapters -> Examples, on small synthetic data."""
+"""minirm.training.data: files and Hub datasets -> rows -> adapters -> Examples, on small synthetic data."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from minirm import MinirmError
-from minirm.data import ADAPTER_KINDS, ADAPTERS, Example, load_examples, read_rows, split_holdout
-from minirm.formats import ChatTurn
-from minirm.records import Sample
+from minirm.training.data import ADAPTER_KINDS, ADAPTERS, Example, load_examples, read_rows, split_holdout
+from minirm.text.formats import ChatTurn
+from minirm.text.records import Sample
 
 HH_CHOSEN = "\n\nHuman: Hi there\n\nAssistant: Hello!\n\nHuman: What is 2+2?\n\nAssistant: It is 4."
 HH_REJECTED = "\n\nHuman: Hi there\n\nAssistant: Hello!\n\nHuman: What is 2+2?\n\nAssistant: Go away."

@@ -18,7 +18,7 @@ import torch
 import transformers as tf
 
 from minirm import MinirmError, Scorer
-from minirm.openassistant import EMPTY_RESPONSE_SCORE, oa_empty_response, oa_rank_scores, split_oa_text
+from minirm.scoring.openassistant import EMPTY_RESPONSE_SCORE, oa_empty_response, oa_rank_scores, split_oa_text
 from minirm.batching import pad_batch
 from hub_cache import put_snapshot
 from packed_grads import assert_packed_grads_match_padded
@@ -131,7 +131,7 @@ def hf_logits(model, ids, pad_id: int = 0) -> torch.Tensor:
 def test_log_buckets_equal_transformers(buckets, max_distance):
     from transformers.models.deberta_v2.modeling_deberta_v2 import build_relative_position, make_log_bucket_position
 
-    from minirm.models.deberta import log_bucket, relative_positions
+    from minirm.kernels.deberta_reference import log_bucket, relative_positions
 
     distances = torch.arange(-3000, 3001)
     expected = make_log_bucket_position(distances, buckets, max_distance).long()
@@ -223,7 +223,7 @@ def test_triton_attention_refuses_head_dims_the_kernel_lacks(make_deberta):
 @pytest.mark.parametrize("mutation", ["scale", "rel-norm", "distance-sign", "conv", "embedding-mask"])
 def test_a_wrong_detail_fails_parity(make_deberta, pairs, monkeypatch, mutation):
     """The tolerance is tight enough to catch small mistakes: each of these breaks it by far."""
-    from minirm.models import deberta
+    from minirm.kernels import deberta_reference
 
     model_dir, hf_model = make_deberta("xxlarge-like")
     prompts, responses = pairs
@@ -238,8 +238,8 @@ def test_a_wrong_detail_fails_parity(make_deberta, pairs, monkeypatch, mutation)
     elif mutation == "rel-norm":  # forget the LayerNorm on the relative embeddings
         encoder.rel_norm = None
     elif mutation == "distance-sign":  # i - j read as j - i
-        real = deberta.relative_distances
-        monkeypatch.setattr(deberta, "relative_distances", lambda *a: real(*a).flip(0))
+        real = deberta_reference.relative_distances
+        monkeypatch.setattr(deberta_reference, "relative_distances", lambda *a: real(*a).flip(0))
     elif mutation == "conv":  # drop the ConvLayer after the first block
         encoder.conv = None
     elif mutation == "embedding-mask":  # leave pad embeddings non-zero: the conv reads them
@@ -386,7 +386,7 @@ def test_oa_deberta_alias_from_offline_cache(oa_cache, pairs, revision):
 
 
 def test_oa_deberta_cli_revision(oa_cache, capsys):
-    from minirm.cli_score import main
+    from minirm.scoring.cli import main
 
     assert main(["--model", "oa-deberta", "--revision", "refs/pr/1", "Hi", "Hello there!"]) == 0
     printed = float(capsys.readouterr().out.strip())

@@ -31,7 +31,7 @@ pytest.importorskip("triton")
 
 from minirm.kernels.deberta import disentangled_attention, disentangled_attention_reference, dropout_keep_mask  # noqa: E402
 from minirm import Scorer  # noqa: E402
-from minirm.models.deberta import relative_rows  # noqa: E402
+from minirm.kernels.deberta_reference import relative_rows  # noqa: E402
 from packed_grads import assert_packed_grads_match_padded  # noqa: E402
 from test_deberta import CONFIGS, deberta_config, hf_logits, our_logits, random_deberta, save_minilm_tokenizer  # noqa: E402
 
@@ -325,7 +325,7 @@ except RuntimeError as error:
 COMPILED_ON_GPU = """
 import torch
 from minirm.kernels.deberta import disentangled_attention, disentangled_attention_reference, dropout_keep_mask
-from minirm.models.deberta import relative_rows
+from minirm.kernels.deberta_reference import relative_rows
 
 torch.manual_seed(0)
 lengths = [1, 17, 300, 1000, 64, 129]  # 1000 tokens: past xxlarge's 256 buckets

@@ -17,8 +17,8 @@ import torch
 import transformers as tf
 
 from minirm import Scorer
-from minirm.data import load_examples
-from minirm.train import encode_examples
+from minirm.training.data import load_examples
+from minirm.training.loop import encode_examples
 
 ATOL = 1e-5
 EDGE_CASES = [

@@ -129,12 +129,12 @@ def base_checkpoint(out, cls_name: str, **overrides):
 
 
 def fail_if_weights_load(monkeypatch):
-    import minirm.scoring
+    import minirm.scoring.scorer
 
     def boom(*a, **k):
         raise AssertionError("the weights were loaded before the check")
 
-    monkeypatch.setattr(minirm.scoring, "load_model", boom)
+    monkeypatch.setattr(minirm.scoring.scorer, "load_model", boom)
 
 
 @pytest.mark.parametrize("cls_name", ["BertModel", "BertForMaskedLM", "BertForPreTraining"])
@@ -214,7 +214,7 @@ def test_weights_beyond_float16_are_named_with_a_dtype_that_holds_them(make_chec
 
 
 def test_a_non_finite_score_blames_the_activations_and_offers_a_wider_dtype():
-    from minirm.scoring import overflow_reason
+    from minirm.scoring.scorer import overflow_reason
 
     assert "score with --dtype bfloat16 or float32" in overflow_reason(float("inf"), torch.float16)
     assert "score with --dtype float32" in overflow_reason(float("nan"), torch.bfloat16)
@@ -241,8 +241,8 @@ def test_an_added_token_past_the_vocabulary_names_the_row(make_checkpoint, tmp_p
     a text holding one is refused with its row and token, in scoring and in training."""
     from tokenizers import Tokenizer
 
-    from minirm.cli_score import main
-    from minirm.cli_train import main as train_main
+    from minirm.scoring.cli import main
+    from minirm.training.cli import main as train_main
 
     ckpt = copy_checkpoint(make_checkpoint("bert")[0], tmp_path / "ckpt")
     tok = Tokenizer.from_file(str(ckpt / "tokenizer.json"))

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from minirm import Scorer
-from minirm.cli_score import main
+from minirm.scoring.cli import main
 from minirm.errors import MinirmError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,12 +53,12 @@ def rows_file(tmp_path):
 
 def fail_if_model_loads(monkeypatch):
     """Make any model load an error, to prove a check ran before it."""
-    import minirm.scoring
+    import minirm.scoring.scorer
 
     def boom(*a, **k):
         raise AssertionError("the model was loaded before the check")
 
-    monkeypatch.setattr(minirm.scoring, "load_model", boom)
+    monkeypatch.setattr(minirm.scoring.scorer, "load_model", boom)
 
 
 # --- 1. the output path ------------------------------------------------------------------
@@ -115,7 +115,7 @@ def test_failure_at_final_write_is_one_line(bert, rows_file, tmp_path, capsys, m
 
 
 def test_new_output_gets_umask_mode_and_existing_keeps_its_mode(tmp_path):
-    from minirm.records import write_jsonl_atomic
+    from minirm.text.records import write_jsonl_atomic
 
     old = os.umask(0o027)
     try:
@@ -292,7 +292,7 @@ def one_line_error_from(captured, code):
 
 
 def test_writer_refuses_non_json(tmp_path):
-    from minirm.records import write_jsonl_atomic
+    from minirm.text.records import write_jsonl_atomic
 
     path = tmp_path / "out.jsonl"
     with pytest.raises(ValueError):
@@ -418,7 +418,7 @@ def test_alpha_must_be_finite(make_checkpoint, capsys, monkeypatch, value):
 
 
 def test_chat_names_shape_the_gpt2_text(make_checkpoint):
-    from minirm.records import Sample
+    from minirm.text.records import Sample
 
     scorer = Scorer.from_pretrained(str(make_checkpoint("gpt2")[0]), chat_names={"bot_name": "Ann", "memory": "kind"})
     assert scorer.tokenizer.format_text(Sample.pair("hi", "yo")) == "Ann's Persona: kind\n####\n\n<START>\nUser: hi\nAnn: yo"

@@ -20,11 +20,11 @@ import torch
 from safetensors.torch import load_file
 from test_train import cli_args, metrics, pair_rows, run_child, write_jsonl
 
-import minirm.resume as R
-import minirm.train as T
-from minirm.cli_train import main
-from minirm.losses import Pairwise
-from minirm.resume import checkpoint_dirs
+import minirm.training.resume as R
+import minirm.training.loop as T
+from minirm.training.cli import main
+from minirm.training.losses import Pairwise
+from minirm.training.resume import checkpoint_dirs
 
 
 def one_line_error(capsys, argv) -> str:
@@ -275,7 +275,7 @@ def test_a_bad_line_in_the_middle_of_metrics_is_one_line(setup, tmp_path, capsys
 KILL_DURING_MODEL_SAVE = textwrap.dedent("""
     import os, signal, sys
     import minirm.checkpoint as C
-    from minirm.cli_train import main
+    from minirm.training.cli import main
     real = C.save_file
     target = ".step-%07d." % int(os.environ["KILL_DURING"])
     def save_file_then_die(tensors, path, *args, **kwargs):

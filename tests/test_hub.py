@@ -175,7 +175,7 @@ def test_model_download_failures_are_one_line(failing_hub, kind):
 
 @pytest.mark.parametrize("kind", list(DATASET_MESSAGES))
 def test_dataset_download_failures_are_one_line(failing_hub, kind):
-    from minirm.data import read_rows
+    from minirm.training.data import read_rows
     from minirm.hub import download_hint
 
     failing_hub[0] = hub_failures()[kind]
@@ -186,7 +186,7 @@ def test_dataset_download_failures_are_one_line(failing_hub, kind):
 
 
 def test_a_bug_during_a_download_keeps_its_traceback(failing_hub):
-    from minirm.data import read_rows
+    from minirm.training.data import read_rows
 
     failing_hub[0] = KeyError("a bug, not the network")
     with pytest.raises(KeyError):

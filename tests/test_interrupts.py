@@ -19,12 +19,12 @@ import pytest
 from test_train import cli_args, pair_rows, quick_config, write_jsonl
 
 import minirm.console as console
-import minirm.train as T
-from minirm.cli_score import main as score_main
-from minirm.cli_train import main as train_main
-from minirm.recipes import RECIPES
-from minirm.resume import checkpoint_dirs
-from minirm.train import TrainConfig, train
+import minirm.training.loop as T
+from minirm.scoring.cli import main as score_main
+from minirm.training.cli import main as train_main
+from minirm.training.recipes import RECIPES
+from minirm.training.resume import checkpoint_dirs
+from minirm.training.loop import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -67,7 +67,7 @@ INTERRUPT_IMPORT = textwrap.dedent("""
     (str(ROOT / "score.py"), ["--model", "{model}", "hi", "hello"], "score.py"),
     (str(ROOT / "train.py"), ["--recipe", "aira-bert", "--model", "{model}", "--data", "{data}", "--output", "{out}"],
      "train.py"),
-    ("minirm.cli_score:console_main", ["--model", "{model}", "hi", "hello"], "minirm-score"),
+    ("minirm.scoring.cli:console_main", ["--model", "{model}", "hi", "hello"], "minirm-score"),
     ("minirm.kernels.aot:main", ["--kernel", "forward", "--cache", "{out}.json"], "python -m minirm.kernels.aot"),
 ])
 def test_ctrl_c_while_torch_imports_is_one_line(setup, tmp_path, entry, args, prog):
@@ -81,7 +81,7 @@ def test_ctrl_c_while_torch_imports_is_one_line(setup, tmp_path, entry, args, pr
 
 
 def test_the_command_lines_import_no_torch_before_they_run():
-    out = subprocess.run([sys.executable, "-c", "import sys, minirm, minirm.cli_score, minirm.cli_train; "
+    out = subprocess.run([sys.executable, "-c", "import sys, minirm, minirm.scoring.cli, minirm.training.cli; "
                           "print('torch' in sys.modules)"], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "False", out.stderr
 

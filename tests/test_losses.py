@@ -1,4 +1,4 @@
-"""minirm.losses against values worked out by hand with `math` (never with torch.nn.functional).
+"""minirm.training.losses against values worked out by hand with `math` (never with torch.nn.functional).
 
 -log sigmoid(d) = log(1 + e^-d), written nll(d) below; its derivative is -sigmoid(-d).
 """
@@ -10,8 +10,8 @@ import math
 import pytest
 import torch
 
-from minirm.data import Encoded
-from minirm.losses import (
+from minirm.training.data import Encoded
+from minirm.training.losses import (
     OBJECTIVES,
     Pairwise,
     Ranking,

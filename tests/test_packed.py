@@ -12,8 +12,8 @@ from minirm import Scorer
 from minirm.attention import AttentionBatch, choose_backend
 from minirm.batching import pad_batch
 from minirm.checkpoint import load_model
-from minirm.train import read_model_config
-from minirm.train_config import TrainConfig
+from minirm.training.loop import read_model_config
+from minirm.training.config import TrainConfig
 from packed_grads import assert_packed_grads_match_padded
 
 ATOL = 1e-5

@@ -16,7 +16,7 @@ def hf_batch(model_dir, family, prompts, responses, max_length):
     tok = tf.AutoTokenizer.from_pretrained(model_dir)
     if family == "gpt2":
         tok.pad_token_id, tok.truncation_side, tok.padding_side = 50256, "left", "right"
-        from minirm.formats import chat_text
+        from minirm.text.formats import chat_text
 
         return tok([chat_text(p, r) for p, r in zip(prompts, responses)], truncation=True,
                    max_length=max_length, padding=True, return_tensors="pt")

@@ -1,11 +1,11 @@
-"""minirm/queries.py: how a policy's query becomes what a reward model scores."""
+"""minirm/scoring/queries.py: how a policy's query becomes what a reward model scores."""
 
 from __future__ import annotations
 
 import pytest
 
-from minirm.formats import ChatTurn, pygmalion_text
-from minirm.queries import SplitError, query_sample, split_query, strip_edge_markers, template_turns, transcript
+from minirm.text.formats import ChatTurn, pygmalion_text
+from minirm.scoring.queries import SplitError, query_sample, split_query, strip_edge_markers, template_turns, transcript
 
 # One conversation (a system message, two user turns, one assistant turn, then the reply being
 # scored) written with each template as its published chat template renders it.

@@ -37,11 +37,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import minirm.train
+import minirm.training.loop
 from minirm import MinirmError
-from minirm.cli_train import main
-from minirm.data import read_rows
-from minirm.recipes import RECIPES
+from minirm.training.cli import main
+from minirm.training.data import read_rows
+from minirm.training.recipes import RECIPES
 from hub_cache import dir_files, put_snapshot
 from conftest import DEBERTA_TOKENIZER_CONFIG
 from test_recipes import base_model
@@ -253,14 +253,14 @@ def files_read(monkeypatch) -> dict[str, Counter]:
     """Source id -> Counter of the data file behind each example the run loaded from it.
     load_examples is observed, not changed: the run trains on what it returns."""
     read: dict[str, Counter] = {}
-    load_examples = minirm.train.load_examples
+    load_examples = minirm.training.loop.load_examples
 
     def observed(source, adapter, *args, **kwargs):
         examples = load_examples(source, adapter, *args, **kwargs)
         read.setdefault(source, Counter()).update(ex.where.rsplit(":", 1)[0] for ex in examples)
         return examples
 
-    monkeypatch.setattr(minirm.train, "load_examples", observed)
+    monkeypatch.setattr(minirm.training.loop, "load_examples", observed)
     return read
 
 

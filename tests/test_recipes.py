@@ -20,8 +20,8 @@ import torch
 import transformers as tf
 
 from minirm import Scorer
-from minirm.cli_train import main
-from minirm.recipes import RECIPES, recipe_table
+from minirm.training.cli import main
+from minirm.training.recipes import RECIPES, recipe_table
 from conftest import save_tokenizer, tiny_config
 
 HH = [{"chosen": "\n\nHuman: How do I bake bread?\n\nAssistant: Mix flour, water, salt and yeast, knead, let it rise, bake.",
@@ -108,7 +108,7 @@ def test_list_recipes_names_every_recipe(capsys):
 
 
 def test_a_recipe_with_no_data_option_trains_on_its_sources_as_declared():
-    from minirm.cli_train import build_parser, config_from_args
+    from minirm.training.cli import build_parser, config_from_args
 
     for name, r in RECIPES.items():
         if r.data:
@@ -139,8 +139,8 @@ CARDS = {
 def test_every_recipe_is_its_cards_settings_over_the_train_config_defaults():
     from dataclasses import asdict
 
-    from minirm.cli_train import build_parser, config_from_args
-    from minirm.train_config import field_defaults
+    from minirm.training.cli import build_parser, config_from_args
+    from minirm.training.config import field_defaults
 
     assert set(CARDS) == set(RECIPES)
     for name, card in CARDS.items():
@@ -154,7 +154,7 @@ def test_every_recipe_is_its_cards_settings_over_the_train_config_defaults():
 
 
 def test_options_set_the_field_of_their_name_over_the_recipe():
-    from minirm.cli_train import build_parser, config_from_args
+    from minirm.training.cli import build_parser, config_from_args
 
     def config(*argv):
         return config_from_args(build_parser().parse_args(["--recipe", "oa-deberta", *argv]))
@@ -173,7 +173,7 @@ def test_options_set_the_field_of_their_name_over_the_recipe():
 
 
 def test_a_recipe_overrides_only_train_config_fields_and_cannot_change():
-    from minirm.recipes import Recipe
+    from minirm.training.recipes import Recipe
 
     with pytest.raises(ValueError, match="learning_rate is not a TrainConfig field"):
         Recipe("typo", settings={"learning_rate": 1e-5}, adapter="preference")
@@ -183,7 +183,7 @@ def test_a_recipe_overrides_only_train_config_fields_and_cannot_change():
 
 
 def test_the_help_shows_the_defaults_of_train_config_and_the_recipes(capsys):
-    from minirm.train_config import field_defaults
+    from minirm.training.config import field_defaults
 
     with pytest.raises(SystemExit):
         main(["--help"])
@@ -249,8 +249,8 @@ def test_oa_deberta_recipe_on_webgpt_summarize_and_hh_rows(tmp_path, bpe_files):
     base = base_model("deberta", tmp_path / "deberta-v2-xxlarge", bpe_files)
     files = [write_jsonl(tmp_path / "webgpt.jsonl", WEBGPT, 2), write_jsonl(tmp_path / "hh.jsonl", HH, 2)]
     # each source keeps its own adapter when given as the recipe lists them: run through the API
-    from minirm.cli_train import build_parser, config_from_args
-    from minirm.train import DataSource, train
+    from minirm.training.cli import build_parser, config_from_args
+    from minirm.training.loop import DataSource, train
 
     args = build_parser().parse_args(["--recipe", "oa-deberta", "--model", str(base), "--output", str(tmp_path / "out"),
                                       "--no-progress", "--max-steps", "2", "--grad-accum", "2", "--max-length", "96"])

@@ -139,7 +139,7 @@ def test_family_options_live_on_cfg_extra():
                                      "position_biased_input": False})
     assert deberta.extra.pos_att_type == ("p2c", "c2p") and deberta.extra.relative_attention
     assert deberta.hidden_size == 1536 and deberta.layer_norm_eps == 1e-7  # DebertaV2Config's defaults
-    from minirm.tokenizer import usable_positions
+    from minirm.text.tokenizer import usable_positions
 
     assert usable_positions(deberta) == 1 << 20
 

@@ -17,10 +17,10 @@ pytest.importorskip("fastapi")
 
 from minirm import Scorer  # noqa: E402
 from minirm.errors import MinirmError  # noqa: E402
-from minirm.formats import ChatTurn  # noqa: E402
-from minirm.records import Sample  # noqa: E402
+from minirm.text.formats import ChatTurn  # noqa: E402
+from minirm.text.records import Sample  # noqa: E402
 from minirm.reward_fn import RewardFunction  # noqa: E402
-from minirm.serve import ServerThread, build_app  # noqa: E402
+from minirm.scoring.serve import ServerThread, build_app  # noqa: E402
 
 PROMPTS = ["How do I bake bread?", "Is the sky blue?"]
 COMPLETIONS = [" Knead flour, water, salt and yeast, then bake it hot.", " Yes, by day."]

@@ -33,7 +33,7 @@ import torch
 pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
 
-from minirm.serve import ServeOptions, ServerThread, build_app  # noqa: E402
+from minirm.scoring.serve import ServeOptions, ServerThread, build_app  # noqa: E402
 from test_serve import bert_scorer, close  # noqa: E402,F401  (the module's scorer fixture, scores to 1e-5)
 
 CHATML_PROMPT = ("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"

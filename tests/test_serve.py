@@ -15,8 +15,8 @@ pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
 
 from minirm import Scorer  # noqa: E402
-from minirm.cli_score import score_rows  # noqa: E402
-from minirm.serve import (  # noqa: E402
+from minirm.scoring.cli import score_rows  # noqa: E402
+from minirm.scoring.serve import (  # noqa: E402
     BadRequest, Batcher, ServeOptions, ServerThread, budget_batches, build_app, parse_address,
 )
 
@@ -358,7 +358,7 @@ def test_score_py_serve_answers_until_stopped(make_checkpoint, bert_scorer, tmp_
 def test_serve_options_fail_before_the_model_loads(make_checkpoint, capsys, monkeypatch, extra, needle):
     from test_hostile_score import fail_if_model_loads, one_line_error
 
-    from minirm.cli_score import main
+    from minirm.scoring.cli import main
 
     model_dir = str(make_checkpoint("bert")[0])
     fail_if_model_loads(monkeypatch)
@@ -419,7 +419,7 @@ def test_a_port_in_use_is_one_line_before_the_model_loads(make_checkpoint, capsy
 
     from test_hostile_score import fail_if_model_loads, one_line_error
 
-    from minirm.cli_score import main
+    from minirm.scoring.cli import main
 
     model_dir = str(make_checkpoint("bert")[0])
     fail_if_model_loads(monkeypatch)

@@ -17,9 +17,9 @@ import transformers as tf
 
 from minirm import MinirmError, Scorer
 from minirm.config import ModelConfig
-from minirm.formats import ChatTurn, chat_text, pygmalion_context, pygmalion_text
-from minirm.records import parse_transcript, transcript_sample
-from minirm.tokenizer import load_tokenizer
+from minirm.text.formats import ChatTurn, chat_text, pygmalion_context, pygmalion_text
+from minirm.text.records import parse_transcript, transcript_sample
+from minirm.text.tokenizer import load_tokenizer
 from conftest import DEBERTA_TOKENIZER_CONFIG, PROMPTS, RESPONSES, minilm_dir, tiny_config
 
 TRICKY_PROMPTS = [
@@ -343,7 +343,7 @@ def test_deberta_spm_model_matches_transformers(deberta_spm_dir, max_length):
 
 def test_deberta_spm_model_is_saved_as_tokenizer_json(deberta_spm_dir, tmp_path):
     """A model trained from an spm.model-only base is saved with a tokenizer.json that scores the same."""
-    from minirm.tokenizer import read_tokenizer
+    from minirm.text.tokenizer import read_tokenizer
 
     cfg = ModelConfig.from_file(deberta_spm_dir / "config.json")
     read_tokenizer(deberta_spm_dir, cfg).save(str(tmp_path / "tokenizer.json"))

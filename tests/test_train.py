@@ -25,11 +25,11 @@ from safetensors.torch import load_file
 
 from minirm import MinirmError, Scorer
 from minirm.checkpoint import load_for_training, load_model
-from minirm.cli_train import main
-from minirm.optim import lr_factor
-from minirm.plan import epoch_steps
-from minirm.resume import checkpoint_dirs
-from minirm.train import DataSource, TrainConfig, train
+from minirm.training.cli import main
+from minirm.training.optim import lr_factor
+from minirm.training.plan import epoch_steps
+from minirm.training.resume import checkpoint_dirs
+from minirm.training.loop import DataSource, TrainConfig, train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -110,8 +110,8 @@ def test_pairwise_overfits(make_checkpoint, tmp_path):
 def test_curves_are_honest_for_a_short_run():
     """Three points around chance: the y-axis starts at 0 (accuracy spans 0 to 1), so noise stays
     flat; ln 2 and 0.5 are drawn as chance lines; steps are whole numbers; the points are marked."""
-    from minirm.losses import make_objective
-    from minirm.meter import curves_figure
+    from minirm.training.losses import make_objective
+    from minirm.training.meter import curves_figure
 
     rows = [{"step": s, "split": "train", "loss": loss, "accuracy": acc}
             for s, loss, acc in ((10, 0.6931, 0.5), (20, 0.689, 0.55), (30, 0.694, 0.45))]
@@ -178,8 +178,8 @@ def test_two_label_chai_overfits_with_cross_entropy(make_checkpoint, tmp_path):
 # step KILL_AFTER the process SIGKILLs itself, so the kill lands at a known point.
 KILL_AFTER_SAVE = textwrap.dedent("""
     import os, signal, sys
-    import minirm.train as T
-    from minirm.cli_train import main
+    import minirm.training.loop as T
+    from minirm.training.cli import main
     kill_after = int(os.environ["KILL_AFTER"])
     original = T.save_checkpoint
     def save_then_die(output, step, *args, **kwargs):
@@ -196,7 +196,7 @@ KILL_AFTER_SAVE = textwrap.dedent("""
 KILL_DURING_SAVE = textwrap.dedent("""
     import os, signal, sys
     import torch
-    from minirm.cli_train import main
+    from minirm.training.cli import main
     kill_during = int(os.environ["KILL_DURING"])
     real_save = torch.save
     def torch_save_then_die(obj, f, *args, **kwargs):
@@ -238,7 +238,7 @@ def test_sigkill_then_resume_is_bit_for_bit(make_checkpoint, tmp_path):
     assert not (tmp_path / "resumed" / "model.safetensors").exists()  # the run never finished
 
     with pytest.raises(MinirmError, match="--resume"):  # a second run must not overwrite it silently
-        from minirm.cli_train import run
+        from minirm.training.cli import run
         run(cli_args(model_dir, data, tmp_path / "resumed", save_every=5))
     assert main(cli_args(model_dir, data, tmp_path / "resumed", save_every=5) + ["--resume"]) == 0
 
@@ -353,7 +353,7 @@ def test_gradient_checkpointing_gives_the_same_gradients(make_checkpoint):
 
 
 def test_bf16_autocast_trains(make_checkpoint, tmp_path, monkeypatch):
-    import minirm.train as T
+    import minirm.training.loop as T
 
     model_dir, _ = make_checkpoint("bert")
     data = write_jsonl(tmp_path / "pairs.jsonl", pair_rows())

@@ -1,6 +1,6 @@
 """The score.py command line: argument parsing and output, nothing the library should own.
 
-Run as `python score.py`, as the `minirm-score` console script, or as `python -m minirm.cli_score`.
+Run as `python score.py`, as the `minirm-score` console script, or as `python -m minirm.scoring.cli`.
 This module imports torch only once the command line has been read, inside `cli_main`, so that a
 Ctrl-C during start-up is one line (minirm/errors.py).
 """
@@ -11,7 +11,7 @@ import argparse
 import json
 import sys
 
-from .errors import CliParser, MinirmError, cli_main
+from ..errors import CliParser, MinirmError, cli_main
 
 EPILOG = """examples:
   {cmd} --model aux-roberta "How do I bake bread?" "Mix flour, water, salt and yeast..."
@@ -97,8 +97,8 @@ def build_parser(prog: str = "score.py") -> argparse.ArgumentParser:
 
 def list_models(width: int | None = None) -> str:
     """The aliases as a table that fits the terminal (`width` columns; default: the terminal's)."""
-    from .console import fit_table
-    from .hub import ALIAS_NOTES, ALIASES
+    from ..console import fit_table
+    from ..hub import ALIAS_NOTES, ALIASES
 
     return fit_table([("alias", "Hub repo", "how it scores")]
                      + [(alias, repo, ALIAS_NOTES[alias]) for alias, repo in ALIASES.items()], width)
@@ -133,7 +133,7 @@ def check_arguments(args) -> None:
 
 
 def load_scorer(args, device=None):
-    from .scoring import Scorer
+    from .scorer import Scorer
 
     scorer = Scorer.from_pretrained(
         args.model, revision=args.revision, device=device or args.device, dtype=args.dtype,
@@ -153,7 +153,7 @@ def run(argv: list[str] | None = None, prog: str = "score.py") -> int:
     check_arguments(args)
     if args.serve is not None:
         return run_server(args)
-    from .devices import setup_distributed, teardown_distributed
+    from ..devices import setup_distributed, teardown_distributed
 
     d, device = setup_distributed(args.device)
     try:
@@ -164,9 +164,9 @@ def run(argv: list[str] | None = None, prog: str = "score.py") -> int:
 
 def score_file_or_pairs(args, d, device) -> int:
     """The scoring run of one torchrun rank (or the only process): rank 0 prints or writes."""
-    from . import records
-    from .attention import check_backend
-    from .records import Sample
+    from ..attention import check_backend
+    from ..text import records
+    from ..text.records import Sample
 
     # everything the user can get wrong is checked before the model loads: options, paths, input
     if args.attention:
@@ -212,8 +212,8 @@ def run_server(args) -> int:
     missing = [m for m in ("fastapi", "uvicorn", "prometheus_client") if find_spec(m) is None]
     if missing:
         raise MinirmError(f"--serve needs {', '.join(missing)}: pip install -e '.[serve]'")
-    from .attention import check_backend
-    from .devices import check_device
+    from ..attention import check_backend
+    from ..devices import check_device
     from .serve import ServeOptions, check_port, parse_address, serve
 
     check_port(*parse_address(args.serve))
@@ -231,7 +231,7 @@ def score_rows(scorer, rows: list[dict], progress: bool = False,
     """Score every row; preference rows get both scores and a reward-bench style summary.
 
     `where` names each row ("file:LINE") for errors about one sample."""
-    from .records import rows_to_samples, rows_with_scores
+    from ..text.records import rows_to_samples, rows_with_scores
 
     samples, owners, labels = rows_to_samples(rows, where or [f"row {i + 1}" for i in range(len(rows))])
     scored = rows_with_scores(rows, owners, scorer.score_samples(samples, progress=progress, labels=labels))
@@ -254,4 +254,4 @@ def console_main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(prog="python -m minirm.cli_score"))
+    sys.exit(main(prog="python -m minirm.scoring.cli"))

@@ -25,9 +25,9 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import save_model
-from .errors import MinirmError, first_line
-from .records import writable_ancestor
+from ..checkpoint import save_model
+from ..errors import MinirmError, first_line
+from ..text.records import writable_ancestor
 
 STATE_FILE = "trainer_state.pt"
 
@@ -147,7 +147,7 @@ def load_trainer_state(ckpt: Path) -> dict:
 
 def load_checkpoint(ckpt: Path, device) -> tuple[dict, torch.nn.Module]:
     """(trainer state, model) of one checkpoint; MinirmError when either is damaged."""
-    from .checkpoint import load_model
+    from ..checkpoint import load_model
 
     state = load_trainer_state(ckpt)
     missing = [k for k in ("step", "optimizer", "scaler", "rng") if k not in state]

@@ -32,23 +32,23 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from .batching import pad_batch
-from .checkpoint import load_for_training, reward_config, save_model
-from .config import ModelConfig
+from ..attention import choose_backend
+from ..batching import pad_batch
+from ..checkpoint import load_for_training, reward_config, save_model
+from ..config import ModelConfig
+from ..console import Progress
+from ..devices import Dist, setup_distributed
+from ..errors import MinirmError, interrupted
+from ..hub import resolve_model
+from ..models import kernel_trains, supports_triton
+from ..text.tokenizer import find_tokenizer, load_tokenizer
+from .config import TrainConfig
 from .data import DataSource, Encoded, Example, encode_examples, load_examples, split_holdout
-from .console import Progress
-from .errors import MinirmError, interrupted
-from .hub import resolve_model
 from .losses import Objective, make_objective, to_floats
 from .meter import Meter, MetricsLog, plot_curves
-from .models import kernel_trains, supports_triton
 from .optim import build_optimizer, lr_factor, set_lr
 from .plan import StepPlan
 from .resume import check_output, checkpoint_dirs, prepare_output, resume, save_checkpoint
-from .attention import choose_backend
-from .devices import Dist, setup_distributed
-from .tokenizer import find_tokenizer, load_tokenizer
-from .train_config import TrainConfig
 
 AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 

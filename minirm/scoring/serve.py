@@ -7,7 +7,7 @@ Endpoints:
                     "labels": [...]} (prompts and labels optional, lists may be empty); reply
                     {"rewards": [...], "scores": [...], "extra_logs": {"minirm_split_<rule>": [0/1 per
                     query], ...}}. A query is the policy's prompt followed by its response; pair models
-                    split it (minirm/queries.py says by which rules; extra_logs and /metrics say which
+                    split it (minirm/scoring/queries.py says by which rules; extra_logs and /metrics say which
                     one split each query), single-text models (GPT-2) score it whole.
 - POST /score       {"rows": [...]} in any of score.py's JSONL row formats; the rows come back with
                     the fields score.py adds ("score", or "score_chosen", "score_rejected", "correct").
@@ -42,10 +42,10 @@ from fastapi import FastAPI, Request  # the [serve] extra: this module is import
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .errors import MinirmError, first_line
+from ..errors import MinirmError, first_line
+from ..text.records import check_row, has_lone_surrogate, parse_strict_json, rows_to_samples, rows_with_scores
 from .queries import SPLIT_RULES, TEMPLATES, SplitError, query_sample
-from .records import check_row, has_lone_surrogate, parse_strict_json, rows_to_samples, rows_with_scores
-from .scoring import overflow_reason
+from .scorer import overflow_reason
 
 
 @dataclass
@@ -58,7 +58,7 @@ class ServeOptions:
     max_wait_ms: float = 0.0
     max_queue_tokens: int = 1 << 21  # tokens waiting; a request that would pass it waits (503) unless idle
     max_body_mb: int = 256  # a request body larger than this answers 413 before it is read whole
-    strip_template: str | None = None  # a TEMPLATES name (minirm/queries.py)
+    strip_template: str | None = None  # a TEMPLATES name (minirm/scoring/queries.py)
 
     def __post_init__(self):
         for name in ("max_batch_tokens", "max_queue_tokens", "max_body_mb"):
@@ -199,7 +199,7 @@ class Metrics:
         self.latency = Histogram("minirm_request_latency_seconds", "request latency", ["endpoint"],
                                  registry=self.registry,
                                  buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30))
-        self.splits = Counter("minirm_query_splits", "queries by the rule that split them (minirm/queries.py)",
+        self.splits = Counter("minirm_query_splits", "queries by the rule that split them (minirm/scoring/queries.py)",
                               ["rule"], registry=self.registry)
         Gauge("minirm_queue_depth", "sequences waiting", registry=self.registry).set_function(depth)
 
@@ -233,7 +233,7 @@ def _string_list(body: dict, name: str, required: bool = True) -> list[str] | No
 
 
 def reward_samples(body: dict, pair_input: bool, template: str | None = None) -> tuple[list, list[str]]:
-    """OpenRLHF's request -> (samples, the rule that split each query); see minirm/queries.py."""
+    """OpenRLHF's request -> (samples, the rule that split each query); see minirm/scoring/queries.py."""
     queries = _string_list(body, "query")
     prompts = _string_list(body, "prompts", required=False)
     if prompts is not None and len(prompts) != len(queries):

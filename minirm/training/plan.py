@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .errors import MinirmError
+from ..errors import MinirmError
 
 
 def epoch_steps(lengths: list[int], step_size: int, seed: int, epoch: int, group_by_length: bool,

@@ -19,10 +19,10 @@ from dataclasses import dataclass, fields
 from types import MappingProxyType
 from typing import Any
 
-from .console import fit_table
+from ..console import fit_table
+from ..errors import MinirmError
+from .config import TrainConfig, field_defaults
 from .data import DataSource
-from .errors import MinirmError
-from .train_config import TrainConfig, field_defaults
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ TRL (1.x, GRPOTrainer._calculate_rewards) calls a reward function as
 log_metric=..., **the dataset's other columns)` and wants one float per completion. Prompts and
 completions are plain strings ("standard" datasets) or lists of {"role", "content"} messages
 ("conversational" ones). A conversation is written as the model's card formats one, as the
-server's --strip-template does (minirm/queries.py): for a pair model, the one user turn as it
+server's --strip-template does (minirm/scoring/queries.py): for a pair model, the one user turn as it
 is or a "Human: ... Assistant: ..." transcript; for CHAI's GPT-2, its Pygmalion chat format.
 Over HTTP the rows go to the server's POST /score as (prompt, response) pairs, so a chat model
 there reads a conversation's transcript as one user turn.
@@ -23,10 +23,10 @@ from __future__ import annotations
 import json
 import urllib.request
 
-from .errors import MinirmError
-from .formats import ChatTurn
+from ..errors import MinirmError
+from ..text.formats import ChatTurn
+from ..text.records import Sample
 from .queries import transcript
-from .records import Sample
 
 _SPEAKERS = {"user": "user", "assistant": "bot", "system": "system"}
 

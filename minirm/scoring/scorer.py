@@ -19,18 +19,18 @@ from pathlib import Path
 
 import torch
 
-from .attention import check_backend, choose_backend
-from .batching import length_batches, pad_batch
-from .checkpoint import check_reward_checkpoint, load_model
-from .config import ModelConfig
-from .console import Progress
-from .cpu import can_prepack
-from .devices import check_device
-from .errors import MinirmError, check_number
-from .hub import resolve_model
+from ..attention import check_backend, choose_backend
+from ..batching import length_batches, pad_batch
+from ..checkpoint import check_reward_checkpoint, load_model
+from ..config import ModelConfig
+from ..console import Progress
+from ..cpu import can_prepack
+from ..devices import check_device
+from ..errors import MinirmError, check_number
+from ..hub import resolve_model
+from ..text.records import Sample, has_lone_surrogate
+from ..text.tokenizer import RewardTokenizer, find_tokenizer, load_tokenizer
 from .openassistant import oa_empty_response, oa_rank_pair_scores, split_oa_text
-from .records import Sample, has_lone_surrogate
-from .tokenizer import RewardTokenizer, find_tokenizer, load_tokenizer
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16,
           "fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}

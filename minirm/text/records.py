@@ -21,7 +21,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import MinirmError, first_line
+from ..errors import MinirmError, first_line
 from .formats import ChatTurn
 
 KINDS = {

@@ -41,8 +41,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .formats import ChatTurn
-from .records import Sample
+from ..text.formats import ChatTurn
+from ..text.records import Sample
 
 # One special-token marker as tokenizers decode them: GPT-2/Qwen/Llama 3 "<|...|>", SentencePiece
 # "<s>" "</s>", Gemma and T5 "<pad>" "<eos>" "<bos>" "<unk>" "<end_of_turn>", BERT "[PAD]" "[SEP]" ...

@@ -6,7 +6,7 @@ TrainConfig's default. Only a few options are more than a field: --data and --ev
 (read with --adapter), --output (default runs/RECIPE), --no-progress, the chat names,
 --max-grad-norm 0 (no clipping) and --epochs (which drops the recipe's step count).
 
-Run as `python train.py`, as the `minirm-train` console script, or as `python -m minirm.cli_train`.
+Run as `python train.py`, as the `minirm-train` console script, or as `python -m minirm.training.cli`.
 Everything that imports torch is imported inside `cli_main`, so that a Ctrl-C during start-up
 is one line (minirm/errors.py).
 """
@@ -18,7 +18,7 @@ import json
 import sys
 from pathlib import Path
 
-from .errors import CliParser, MinirmError, cli_main
+from ..errors import CliParser, MinirmError, cli_main
 
 EPILOG = """examples:
   {cmd} --list-recipes
@@ -41,7 +41,7 @@ default: a run stopped by Ctrl-C, a crash or a time limit continues with --resum
 
 def build_parser(prog: str = "train.py") -> argparse.ArgumentParser:
     """Every option that sets a TrainConfig field has that field's name and no default of its own."""
-    from .train_config import field_defaults
+    from .config import field_defaults
 
     default = field_defaults()
     p = CliParser(
@@ -127,8 +127,8 @@ def config_from_args(args):
     """The recipe's settings, and over them every option given, field by field: a TrainConfig."""
     from dataclasses import fields
 
+    from .config import TrainConfig
     from .recipes import get_recipe
-    from .train_config import TrainConfig
 
     if not args.recipe:
         raise MinirmError("--recipe is required; see --list-recipes")
@@ -162,8 +162,8 @@ def run(argv: list[str] | None = None, prog: str = "train.py") -> int:
 
         print(recipe_table())
         return 0
-    from .devices import teardown_distributed
-    from .train import train
+    from ..devices import teardown_distributed
+    from .loop import train
 
     try:
         summary = train(config_from_args(args))
@@ -186,4 +186,4 @@ def console_main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(prog="python -m minirm.cli_train"))
+    sys.exit(main(prog="python -m minirm.training.cli"))

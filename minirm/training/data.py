@@ -35,10 +35,10 @@ from functools import partial
 from pathlib import Path
 from typing import Callable
 
-from .errors import MinirmError, first_line
-from .formats import ChatTurn
-from .hub import REPO_ID, cached_snapshot, download_hint, hub_cache_dir, hub_errors, require_hub
-from .records import Sample, parse_jsonl, transcript_sample
+from ..errors import MinirmError, first_line
+from ..hub import REPO_ID, cached_snapshot, download_hint, hub_cache_dir, hub_errors, require_hub
+from ..text.formats import ChatTurn
+from ..text.records import Sample, parse_jsonl, transcript_sample
 
 DATA_SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".parquet")
 # JSON that `datasets` writes beside the data in a saved or Hub dataset: metadata, not rows
@@ -406,7 +406,7 @@ def load_examples(sources: list[str] | str, adapter: str, split: str | None = No
         dropped = sum(not g for g in got)
         if dropped == len(rows):
             raise MinirmError(f"{source}: no usable examples ({len(rows)} rows, all dropped by the {adapter!r} "
-                              f"adapter's rules; see minirm.data.{adapter})")
+                              f"adapter's rules; see minirm.training.data.{adapter})")
         if dropped:  # deliberate drops (documented by the adapter), reported rather than silent
             warnings.warn(f"{source}: {dropped} of {len(rows)} rows dropped by the {adapter!r} adapter's rules",
                           stacklevel=2)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import MinirmError
+from ..errors import MinirmError
 
 
 class Meter:

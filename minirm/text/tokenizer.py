@@ -22,9 +22,9 @@ from pathlib import Path
 
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
-from .config import ModelConfig
-from .errors import MinirmError, check_number
-from .hub import TOKENIZER_VOCABS, resolve_model
+from ..config import ModelConfig
+from ..errors import MinirmError, check_number
+from ..hub import TOKENIZER_VOCABS, resolve_model
 from .formats import pygmalion_text
 from .records import Sample
 from .spm import CONTROL, UNIGRAM, USER_DEFINED, read_spm

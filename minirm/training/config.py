@@ -9,8 +9,8 @@ from __future__ import annotations
 import os
 from dataclasses import MISSING, dataclass, field, fields
 
+from ..errors import MinirmError, check_number
 from .data import ADAPTER_KINDS, DataSource
-from .errors import MinirmError, check_number
 from .losses import OBJECTIVES
 from .optim import SCHEDULES
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Callable, Sequence
 
-from .errors import MinirmError
+from ..errors import MinirmError
 
 SEPARATOR = "[SEP]"
 EMPTY_RESPONSE_SCORE = -4.0

@@ -396,18 +396,65 @@ def load_for_training(model_dir: str | Path, num_labels: int = 1, regression_hea
 
 # --- saving -------------------------------------------------------------------------------
 
-def hf_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+def hf_tensors(model: torch.nn.Module, tensors=None):
+    """(HF name, tensor on the CPU) for each of the model's tensors, or of `tensors` ((our name,
+    tensor) pairs, e.g. gathered one at a time from a sharded model), in HF layout."""
     names = WeightMap(FAMILIES[model.cfg.family])
-    out = {}
-    for ours, tensor in model.state_dict().items():
+    for ours, tensor in (model.state_dict().items() if tensors is None else tensors):
         hf, transpose = names.to_hf(ours)
-        out[hf] = (tensor.t() if transpose else tensor).detach().cpu().contiguous()
-    return out
+        yield hf, (tensor.t() if transpose else tensor).detach().cpu().contiguous()
+
+
+def hf_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return dict(hf_tensors(model))
+
+
+# transformers' default max_shard_size, "5GB" (decimal)
+MAX_SHARD_BYTES = 5 * 10**9
+
+
+def write_safetensors(folder: Path, tensors, max_shard_bytes: int | None = None) -> list[str]:
+    """(name, tensor) pairs -> model.safetensors, or, past max_shard_bytes, shards named as
+    transformers names them (model-00001-of-00003.safetensors) with model.safetensors.index.json.
+    Tensors are written as they come, a shard at a time, so only one shard is ever held. Returns
+    the files written."""
+    max_shard_bytes = max_shard_bytes or MAX_SHARD_BYTES
+    written, weight_map, current, size, total = [], {}, {}, 0, 0
+
+    def flush():
+        if current:
+            part = f".part-{len(written)}.tmp"
+            save_file(current, str(folder / part), metadata={"format": "pt"})
+            written.append((part, list(current)))
+            current.clear()
+
+    for name, tensor in tensors:
+        nbytes = tensor.numel() * tensor.element_size()
+        if current and size + nbytes > max_shard_bytes:
+            flush()
+            size = 0
+        current[name] = tensor
+        size += nbytes
+        total += nbytes
+    flush()
+    if len(written) == 1:
+        os.replace(folder / written[0][0], folder / SAFETENSORS)
+        return [SAFETENSORS]
+    files = []
+    for i, (part, names) in enumerate(written):
+        files.append(f"model-{i + 1:05d}-of-{len(written):05d}.safetensors")
+        os.replace(folder / part, folder / files[-1])
+        weight_map.update(dict.fromkeys(names, files[-1]))
+    index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+    (folder / SAFETENSORS_INDEX).write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
+    return [*files, SAFETENSORS_INDEX]
 
 
 def save_model(model: torch.nn.Module, out_dir: str | Path, tokenizer_dir: str | Path | None = None,
-               into_existing: bool = False) -> Path:
-    """Write config.json + model.safetensors (+ tokenizer files) atomically, in HF layout.
+               into_existing: bool = False, tensors=None) -> Path:
+    """Write config.json + model.safetensors (+ tokenizer files) atomically, in HF layout; shards
+    of at most 5 GB with model.safetensors.index.json for a larger model. `tensors`: (our name,
+    tensor) pairs to write instead of model.state_dict() (a sharded model's, gathered one by one).
 
     The files are written to a temporary directory beside `out_dir`, which then replaces
     `out_dir` whole. With `into_existing`, other files in `out_dir` (a training run's metrics
@@ -420,7 +467,7 @@ def save_model(model: torch.nn.Module, out_dir: str | Path, tokenizer_dir: str |
     # hidden and ending in .tmp: what a kill leaves is recognisable (train's start-up cleanup removes it)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
     try:
-        save_file(hf_state_dict(model), str(tmp / SAFETENSORS), metadata={"format": "pt"})
+        write_safetensors(tmp, hf_tensors(model, tensors))
         if tokenizer_dir is not None:
             for name in TOKENIZER_FILES:
                 if (Path(tokenizer_dir) / name).is_file():
@@ -430,7 +477,13 @@ def save_model(model: torch.nn.Module, out_dir: str | Path, tokenizer_dir: str |
         (tmp / "config.json").write_text(json.dumps(model.cfg.to_dict(), indent=2) + "\n", encoding="utf-8")
         if into_existing:
             out_dir.mkdir(exist_ok=True)
+            new = {f.name for f in tmp.iterdir()}
             for f in sorted(tmp.iterdir(), key=lambda f: f.name == "config.json"):
+                if f.name == "config.json":  # an earlier save's weights in the other layout (one file / shards) go first
+                    for stale in [out_dir / SAFETENSORS, out_dir / SAFETENSORS_INDEX,
+                                  *out_dir.glob("model-*-of-*.safetensors")]:
+                        if stale.name not in new:
+                            stale.unlink(missing_ok=True)
                 os.replace(f, out_dir / f.name)
         elif out_dir.exists():
             old = out_dir.with_name(out_dir.name + ".old")

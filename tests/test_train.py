@@ -28,6 +28,7 @@ from minirm.checkpoint import load_for_training, load_model
 from minirm.training.cli import main
 from minirm.training.optim import lr_factor
 from minirm.training.plan import epoch_steps
+from minirm.text.records import Sample
 from minirm.training.resume import checkpoint_dirs
 from minirm.training.loop import DataSource, TrainConfig, train
 
@@ -293,7 +294,7 @@ def test_trained_output_scores_the_same_in_transformers(make_checkpoint, pairs, 
         if family == "gpt2":
             scorer = Scorer.from_pretrained(str(out))
             texts = [scorer.tokenizer.format_text(s) for s in
-                     (__import__("minirm").records.Sample.pair(p, r) for p, r in zip(prompts, responses))]
+                     (Sample.pair(p, r) for p, r in zip(prompts, responses))]
             hf_tok.pad_token_id, hf_tok.padding_side = hf.config.pad_token_id, "right"
             enc = hf_tok(texts, padding=True, return_tensors="pt")
             theirs = hf(**enc).logits.softmax(-1)[:, 1]

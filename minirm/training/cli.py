@@ -78,6 +78,9 @@ def build_parser(prog: str = "train.py") -> argparse.ArgumentParser:
     g.add_argument("--center-rewards-coefficient", type=float, help="TRL's reward-centering term (pairwise loss)")
     g.add_argument("--precision", choices=["fp32", "bf16", "fp16"], help="autocast precision (fp16 uses a GradScaler)")
     g.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction)
+    g.add_argument("--shard", choices=["ddp", "fsdp"],
+                   help="under torchrun: ddp, each process holds the whole model (default), or fsdp, weights, "
+                        "gradients and Adam's state sharded over the processes (for models larger than one GPU)")
     g.add_argument("--group-by-length", action=argparse.BooleanOptionalAction,
                    help="batch examples of similar length together "
                         f"(default: {'on' if default['group_by_length'] else 'off'})")

@@ -13,6 +13,7 @@ from ..errors import MinirmError, check_number
 from .data import ADAPTER_KINDS, DataSource
 from .losses import OBJECTIVES
 from .optim import SCHEDULES
+from .sharding import check_sharding
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 
@@ -48,6 +49,9 @@ class TrainConfig:
     # numerics and devices
     precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast; fp16 with a GradScaler)
     gradient_checkpointing: bool = False
+    # under torchrun: ddp (every process holds the whole model) or fsdp (weights, gradients and
+    # optimizer state sharded over the processes: sharding.py)
+    shard: str = "ddp"
     device: str | None = None  # default: cuda when available
     attention: str | None = None  # default: packed on CPU; on CUDA triton, or sdpa where attention dropout is on
     seed: int = 42
@@ -71,6 +75,7 @@ class TrainConfig:
             raise MinirmError(f"unknown loss {self.loss!r}; choose one of {', '.join(OBJECTIVES)}")
         if self.precision not in PRECISIONS:
             raise MinirmError(f"unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
+        check_sharding(self.shard, self.precision)
         if self.schedule not in SCHEDULES:
             raise MinirmError(f"unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
         if self.resume and self.overwrite:

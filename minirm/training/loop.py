@@ -49,6 +49,7 @@ from .meter import Meter, MetricsLog, plot_curves
 from .optim import build_optimizer, lr_factor, set_lr
 from .plan import StepPlan
 from .resume import check_output, checkpoint_dirs, prepare_output, resume, save_checkpoint
+from .sharding import full_value, gathered, is_sharded, memory_line, shard_model
 
 AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -103,17 +104,25 @@ class Forward:
         return self.objective.loss(logits, batch)
 
 
+def gradient_sync(wrapped, world: int, last: bool):
+    """Gradients are averaged over the ranks after the step's last micro-batch only: DDP's no_sync
+    for the others; FSDP is told whether to reduce-scatter."""
+    if is_sharded(wrapped):
+        wrapped.set_requires_gradient_sync(last)
+        return nullcontext()
+    return nullcontext() if world == 1 or last else wrapped.no_sync()
+
+
 def accumulate(wrapped, forward: Forward, batches: list[list[Encoded]], n_step: int, world: int,
                scaler) -> tuple[torch.Tensor, dict]:
     """Forward and backward over this rank's micro-batches of one step -> (this rank's share of the
     step's mean loss, float64 on the device, nothing read; the micro-batches' metric tensors merged)."""
     step_loss, parts = 0.0, []
     for i, batch in enumerate(batches):
-        sync = nullcontext() if world == 1 or i == len(batches) - 1 else wrapped.no_sync()
-        with sync:
+        with gradient_sync(wrapped, world, i == len(batches) - 1):
             loss, part = forward(wrapped, batch)
             # each loss is a mean over its micro-batch: weight it by its share of the whole step,
-            # times world because DDP averages gradients over ranks
+            # times world because DDP and FSDP average gradients over ranks
             scaler.scale(loss * (len(batch) * world / n_step)).backward()
         step_loss = step_loss + loss.detach().double() * len(batch) / n_step
         parts.append(part)
@@ -155,8 +164,14 @@ def _diverged(what: str, value: float, step: int, cfg: TrainConfig) -> None:
 
 
 def _check_finite(model: torch.nn.Module, step: int, cfg: TrainConfig) -> None:
-    """A save never writes a non-finite model (one sync per save, not per step)."""
-    if not bool(torch.stack([torch.isfinite(p).all() for p in model.parameters()]).all()):
+    """A save never writes a non-finite model (one sync per save, not per step). A sharded model
+    checks each process's shards, and the processes agree (every process calls it)."""
+    sharded = is_sharded(model)
+    local = [p.to_local() if sharded else p for p in model.parameters()]
+    finite = torch.stack([torch.isfinite(p).all() for p in local]).all().float()
+    if sharded and dist.is_initialized():
+        dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+    if not bool(finite):
         _diverged("model's weights", float("nan"), step, cfg)
 
 
@@ -239,13 +254,18 @@ def _train(cfg: TrainConfig, where: Where) -> dict:
     # the weights, last; then where an interrupted run left them
     model, _, fresh = load_for_training(model_dir, cfg.num_labels, cfg.regression_head, device, config=base)
     model.gradient_checkpointing = cfg.gradient_checkpointing
+    sharded = cfg.shard == "fsdp" and d.world > 1  # one process has nothing to shard with
+    if d.main and (sharded or d.world > 1):
+        print(memory_line(model, d.world, cfg.shard, cfg.precision), flush=True)
+    if sharded:  # before the optimizer, which then holds only this process's shards
+        shard_model(model, device, d.world, cfg.precision)
     optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay, cfg.betas, cfg.eps, device)
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
     state = resume(output, device, plan.fingerprint, model, optimizer, scaler, plan.total, d.main) if cfg.resume else {}
     start = state.get("step", 0)
     if d.main:
         prepare_output(output, cfg)
-    wrapped = model if d.world == 1 else torch.nn.parallel.DistributedDataParallel(
+    wrapped = model if d.world == 1 or sharded else torch.nn.parallel.DistributedDataParallel(
         model, device_ids=[device.index] if device.type == "cuda" else None)
     log = MetricsLog(output / "metrics.jsonl", d.main, start if cfg.resume else None)
     meter, row, last_eval = Meter(state), {}, {}
@@ -261,7 +281,7 @@ def _train(cfg: TrainConfig, where: Where) -> dict:
         batches = [[train_set[j] for j in idx] for idx in plan.micro_batches(examples)]
         loss, parts = accumulate(wrapped, forward, batches, len(examples), d.world, scaler)
         scaler.unscale_(optimizer)
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm or float("inf"))
+        grad_norm = full_value(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm or float("inf")))
         timed = d.main and 0 < 60 * cfg.save_every_minutes <= time.monotonic() - last_save  # rank 0's clock
         loss, timed = all_ranks(loss, timed, d)
         step_loss, timed = check_step(loss, grad_norm, step + 1, cfg, timed)  # the step's one read, before its update
@@ -276,17 +296,21 @@ def _train(cfg: TrainConfig, where: Where) -> dict:
                    "lr": optimizer.param_groups[0]["lr"], **meter.row()}  # means over the steps since the last row
             log.write(row)
         bar.update(1, loss=f"{step_loss:.4f}", **({"acc": f"{row['accuracy']:.2f}"} if "accuracy" in row else {}))
-        if eval_set and d.main and ((cfg.eval_every and done % cfg.eval_every == 0) or done == plan.total):
+        # a sharded model's forward is a collective: every process evaluates (rank 0 logs)
+        if eval_set and (d.main or sharded) and ((cfg.eval_every and done % cfg.eval_every == 0)
+                                                 or done == plan.total):
             last_eval = {"step": done, "split": "eval",
                          **run_eval(model, forward, eval_set, cfg.eval_batch_size or 2 * cfg.batch_size)}
             log.write(last_eval)
-            bar.write(f"step {done}: " + ", ".join(f"{k} {v:.4f}" for k, v in last_eval.items()
-                                                   if isinstance(v, float)))
-        if ((cfg.save_every and done % cfg.save_every == 0) or timed) and done < plan.total:
             if d.main:
+                bar.write(f"step {done}: " + ", ".join(f"{k} {v:.4f}" for k, v in last_eval.items()
+                                                       if isinstance(v, float)))
+        if ((cfg.save_every and done % cfg.save_every == 0) or timed) and done < plan.total:
+            if d.main or sharded:  # a sharded checkpoint is written by every process
                 _check_finite(model, done, cfg)
                 save_checkpoint(output, done, model, optimizer, scaler, tok_dir, {
-                    "data": plan.fingerprint, "config": asdict(cfg), **meter.state()}, cfg.save_total_limit)
+                    "data": plan.fingerprint, "config": asdict(cfg), **meter.state()}, cfg.save_total_limit,
+                    d.main)
             if d.world > 1:
                 dist.barrier()
             last_save = time.monotonic()
@@ -296,18 +320,27 @@ def _train(cfg: TrainConfig, where: Where) -> dict:
                "output": str(output), "new_parameters": fresh,
                "eval": {k: v for k, v in last_eval.items() if k not in ("step", "split")}}
     where.finishing = True
-    if d.main:
+    if sharded:  # every process takes part in gathering the weights, one tensor at a time, to rank 0
+        _check_finite(model, summary["steps"], cfg)
+        tensors = gathered(model, d.main)
+        if d.main:
+            finish(model, cfg, tok_dir, log, summary, tensors)
+        else:
+            for _ in tensors:
+                pass
+    elif d.main:
+        _check_finite(model, summary["steps"], cfg)
         finish(model, cfg, tok_dir, log, summary)
     if d.world > 1:
         dist.barrier()
     return summary
 
 
-def finish(model, cfg: TrainConfig, tok_dir: Path, log: MetricsLog, summary: dict) -> None:
-    """The trained model in HF layout in OUTPUT (never a non-finite one), curves.png and summary.json."""
+def finish(model, cfg: TrainConfig, tok_dir: Path, log: MetricsLog, summary: dict, tensors=None) -> None:
+    """The trained model in HF layout in OUTPUT (checked finite by the caller), curves.png and
+    summary.json; `tensors`: a sharded model's, gathered one at a time."""
     output = Path(cfg.output)
-    _check_finite(model, summary["steps"], cfg)
-    save_model(model, output, tok_dir, into_existing=True)
+    save_model(model, output, tok_dir, into_existing=True, tensors=tensors)
     png = plot_curves(log.rows(), output / "curves.png", chance=make_objective(cfg.loss).chance(cfg.num_labels),
                       window=cfg.log_every)
     summary["plot"] = str(png) if png else None

@@ -78,7 +78,10 @@ class StepPlan:
     @property
     def fingerprint(self) -> dict:
         """What a checkpoint must have been saved with for this run to resume from it."""
-        return {"examples": len(self.lengths), "tokens": self.tokens, "step_size": self.step_size, "seed": self.seed}
+        # steps_per_epoch: one process keeps an epoch's last partial step, several drop it, so a run
+        # resumed at another number of processes continues the same plan only where they agree
+        return {"examples": len(self.lengths), "tokens": self.tokens, "step_size": self.step_size, "seed": self.seed,
+                "steps_per_epoch": self.per_epoch}
 
     def examples(self, step: int) -> list[int]:
         """The examples of optimizer step `step` (0-based), across all ranks."""

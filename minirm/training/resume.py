@@ -3,7 +3,9 @@ checkpoint, and resuming from one.
 
 A checkpoint (`OUTPUT/checkpoints/step-NNNNNNN/`) holds the model in HF layout plus
 `trainer_state.pt`: optimizer, GradScaler, RNG states and the step, which is also the data
-position, beside the plan's fingerprint, the run's config and the Meter's counters. It is
+position, beside the plan's fingerprint, the run's config and the Meter's counters. A sharded
+run's (--shard fsdp) holds its weights and optimizer state in `sharded/` instead, written by every
+process through torch.distributed.checkpoint (sharding.py), and loads at any number of processes. It is
 written to a temporary directory and renamed into place, so a run killed at any moment leaves
 the previous checkpoint intact; `resume` picks the newest whole one (a damaged one is skipped
 with a warning) and refuses one saved for other data or batch settings. Old checkpoints are
@@ -28,6 +30,7 @@ import torch
 from ..checkpoint import save_model
 from ..errors import MinirmError, first_line
 from ..text.records import writable_ancestor
+from .sharding import SHARDED_DIR, is_sharded, load_sharded, load_whole_into_sharded, save_sharded
 
 STATE_FILE = "trainer_state.pt"
 
@@ -70,32 +73,72 @@ def checkpoint_dirs(output: Path) -> list[Path]:
 
 
 def save_checkpoint(output: Path, step: int, model, optimizer, scaler, tokenizer_dir: Path, extra: dict,
-                    keep: int) -> Path:
-    """model (HF layout) + trainer state into a temporary directory, then renamed into place."""
+                    keep: int, main: bool = True) -> Path:
+    """model (HF layout) + trainer state into a temporary directory, then renamed into place.
+    A sharded model is saved by every process (each writes its shards; `main`, rank 0, the rest)."""
+    if is_sharded(model):
+        return _save_sharded_checkpoint(output, step, model, optimizer, scaler, extra, keep, main)
     root = output / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{step:07d}"
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=root))
     try:
         save_model(model, tmp, tokenizer_dir, into_existing=True)
-        state = {
-            "step": step,
-            "optimizer": optimizer.state_dict(),
-            "scaler": scaler.state_dict(),
-            "rng": {"torch": torch.get_rng_state(), "python": random.getstate(),
-                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
-            **extra,
-        }
-        torch.save(state, tmp / STATE_FILE)
-        _fsync_dir(tmp)
-        if final.exists():  # a checkpoint of this step from before a resume (or a damaged one): set it aside
-            _discard(final)
-        os.replace(tmp, final)
+        _finish_checkpoint(tmp, final, step, optimizer.state_dict(), scaler, extra)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    _keep_newest(output, keep)
+    return final
+
+
+def _save_sharded_checkpoint(output: Path, step: int, model, optimizer, scaler, extra: dict, keep: int,
+                             main: bool) -> Path:
+    """Rank 0 makes the hidden temporary folder and tells the others its name; every process writes
+    its shards into it; rank 0 adds the trainer state (no optimizer: it is in the shards) and renames
+    the folder into place once every process has finished writing."""
+    import torch.distributed as dist
+
+    root = output / "checkpoints"
+    final = root / f"step-{step:07d}"
+    name = [None]
+    if main:
+        root.mkdir(parents=True, exist_ok=True)
+        name = [tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=root)]
+    dist.broadcast_object_list(name, src=0)
+    tmp = Path(name[0])
+    try:
+        save_sharded(tmp, model, optimizer)  # a collective: returns on every process once all have written
+        if main:
+            _finish_checkpoint(tmp, final, step, None, scaler, extra)
+    finally:
+        if main:
+            shutil.rmtree(tmp, ignore_errors=True)
+    if main:
+        _keep_newest(output, keep)
+    dist.barrier()  # no process goes on (or stops) before the checkpoint is in place
+    return final
+
+
+def _finish_checkpoint(tmp: Path, final: Path, step: int, optimizer_state: dict | None, scaler, extra: dict) -> None:
+    """The trainer state into tmp, everything flushed to disk, then tmp renamed to `final`."""
+    state = {
+        "step": step,
+        **({"optimizer": optimizer_state} if optimizer_state is not None else {}),
+        "scaler": scaler.state_dict(),
+        "rng": {"torch": torch.get_rng_state(), "python": random.getstate(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
+        **extra,
+    }
+    torch.save(state, tmp / STATE_FILE)
+    _fsync_dir(tmp)
+    if final.exists():  # a checkpoint of this step from before a resume (or a damaged one): set it aside
+        _discard(final)
+    os.replace(tmp, final)
+
+
+def _keep_newest(output: Path, keep: int) -> None:
     for old in checkpoint_dirs(output)[:-keep] if keep > 0 else []:
         _discard(old)
-    return final
 
 
 def _discard(folder: Path) -> None:
@@ -131,9 +174,10 @@ def clean_leftovers(output: Path) -> list[Path]:
 
 
 def _fsync_dir(folder: Path) -> None:
-    for f in folder.iterdir():
-        with open(f, "rb") as fh:
-            os.fsync(fh.fileno())
+    for f in folder.rglob("*"):
+        if f.is_file():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
 
 
 def load_trainer_state(ckpt: Path) -> dict:
@@ -145,14 +189,18 @@ def load_trainer_state(ckpt: Path) -> dict:
                           "delete this checkpoint directory to resume from the one before") from None
 
 
-def load_checkpoint(ckpt: Path, device) -> tuple[dict, torch.nn.Module]:
-    """(trainer state, model) of one checkpoint; MinirmError when either is damaged."""
+def load_checkpoint(ckpt: Path, device) -> tuple[dict, torch.nn.Module | None]:
+    """(trainer state, model) of one checkpoint, model None for a sharded one (its weights are read
+    into the run's own model by `resume`); MinirmError when either is damaged."""
     from ..checkpoint import load_model
 
     state = load_trainer_state(ckpt)
-    missing = [k for k in ("step", "optimizer", "scaler", "rng") if k not in state]
+    sharded = (ckpt / SHARDED_DIR / ".metadata").is_file()
+    missing = [k for k in ("step", "scaler", "rng") + (() if sharded else ("optimizer",)) if k not in state]
     if missing:
         raise MinirmError(f"{ckpt / STATE_FILE}: holds no {', '.join(missing)}")
+    if sharded:
+        return state, None
     try:
         saved, _ = load_model(ckpt, torch.float32, device)
     except MinirmError as e:
@@ -171,6 +219,14 @@ def _as_tuple(x):
     return tuple(_as_tuple(v) for v in x) if isinstance(x, (list, tuple)) else x
 
 
+def same_plan(saved: dict | None, fingerprint: dict) -> bool:
+    """Whether a checkpoint's plan fingerprint is this run's. Checkpoints from before a field was
+    added to the fingerprint (steps_per_epoch) are compared on the fields they have."""
+    if not isinstance(saved, dict):
+        return False
+    return all(fingerprint.get(k) == v for k, v in saved.items()) and set(fingerprint) - set(saved) <= {"steps_per_epoch"}
+
+
 def resume(output: Path, device, fingerprint: dict, model, optimizer, scaler, total: int, verbose: bool) -> dict:
     """Put the run back where the newest whole checkpoint in OUTPUT left it: the model's weights,
     the optimizer, the GradScaler and the RNG states. Returns that checkpoint's trainer state (its
@@ -187,12 +243,18 @@ def resume(output: Path, device, fingerprint: dict, model, optimizer, scaler, to
             for reason in skipped:
                 print(f"warning: skipping damaged checkpoint {reason}; resuming from {ckpt.name}",
                       file=sys.stderr, flush=True)
-        if state.get("data") != fingerprint:
+        if not same_plan(state.get("data"), fingerprint):
             raise MinirmError(f"{ckpt}: was saved for other data or batch settings ({state.get('data')}, "
-                              f"now {fingerprint}); resume with the same --data, --batch-size and --seed")
-        model.load_state_dict(saved.state_dict())
+                              f"now {fingerprint}); resume with the same --data, --seed and global batch "
+                              "(--batch-size x --grad-accum x processes)")
+        if saved is None:  # sharded by N processes, loaded by this run's M (sharded or not)
+            load_sharded(ckpt, model, optimizer)
+        elif is_sharded(model):  # a whole checkpoint (DDP, one process) into a sharded run
+            load_whole_into_sharded(model, optimizer, saved.state_dict(), state["optimizer"])
+        else:
+            model.load_state_dict(saved.state_dict())
+            optimizer.load_state_dict(state["optimizer"])
         del saved
-        optimizer.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])
         restore_rng(state["rng"])
         if verbose:

@@ -19,13 +19,13 @@ from typing import Any
 
 from .errors import MinirmError
 from .models import FAMILIES, Family, by_architecture, by_model_type
-from .models.registry import INT, NUMBER, POSITIVE_INT, STRING
+from .models.registry import INT, INTS, NUMBER, POSITIVE_INT, STRING
 
 # the config.json fields every family may carry, by the JSON type each must have; each family's
 # entry adds the fields it reads (ConfigFields.types)
-SHARED_TYPES = {"num_labels": POSITIVE_INT, "pad_token_id": INT, "eos_token_id": INT, "initializer_range": NUMBER,
+SHARED_TYPES = {"num_labels": POSITIVE_INT, "pad_token_id": INT, "eos_token_id": INTS, "initializer_range": NUMBER,
                 "model_type": STRING}
-KIND_ORDER = (POSITIVE_INT, INT, NUMBER, STRING)
+KIND_ORDER = (POSITIVE_INT, INT, INTS, NUMBER, STRING)
 
 
 def field_types() -> dict[str, str]:
@@ -47,17 +47,23 @@ def check_field_types(raw: dict, source: str) -> None:
         value = raw.get(key)
         if value is None:
             continue
-        is_int = isinstance(value, int) and not isinstance(value, bool)
+        is_int = _is_int(value)
         if should == POSITIVE_INT:
             ok = is_int and value > 0
         elif should == INT:
             ok = is_int
+        elif should == INTS:
+            ok = is_int or (isinstance(value, list) and all(map(_is_int, value)))
         elif should == NUMBER:
             ok = (is_int or isinstance(value, float)) and math.isfinite(value) and value >= 0
         else:
             ok = isinstance(value, str)
         if not ok:
             raise MinirmError(f"{source}: field {key!r} must be {should}, not {json.dumps(value)}; fix config.json")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 @dataclass
@@ -77,12 +83,15 @@ class ModelConfig:
     dropout: float = 0.1  # hidden / residual dropout (training only)
     attention_dropout: float = 0.1
     classifier_dropout: float | None = None  # None: same as dropout
+    attention_head_dim: int | None = None  # the attention's head size where config.json gives it; None: hidden / heads
     extra: Any = None  # the options only this family has (its entry's `options`), or None
     raw: dict = field(default_factory=dict, repr=False)  # config.json as read
 
     @property
     def head_dim(self) -> int:
-        return self.hidden_size // self.num_heads
+        """The attention's head size: config.json's head_dim where the family reads one (Qwen3 and
+        Gemma 2 heads are wider than hidden / heads), else hidden / heads."""
+        return self.attention_head_dim or self.hidden_size // self.num_heads
 
     @property
     def spec(self) -> Family:
@@ -118,7 +127,7 @@ class ModelConfig:
             raise MinirmError(f"{source}: a field has the wrong type ({e}); check config.json") from None
         if family.check is not None:
             family.check(cfg, source)
-        if cfg.hidden_size % cfg.num_heads:
+        if cfg.attention_head_dim is None and cfg.hidden_size % cfg.num_heads:
             raise MinirmError(
                 f"{source}: hidden size {cfg.hidden_size} is not divisible by {cfg.num_heads} heads; check config.json"
             )
@@ -143,7 +152,9 @@ def detect_family(raw: dict, source: str = "config.json") -> str:
         if family is not None:
             return family.name
     family = by_model_type(model_type)
-    if family is not None and not any(a.endswith("ForSequenceClassification") for a in archs):
+    # a remote-code class named like another family's ("RewardModel" on a llama) is no base model either
+    remote = any(f.architecture_needs_model_type and f.architecture in archs for f in FAMILIES.values())
+    if family is not None and not remote and not any(a.endswith("ForSequenceClassification") for a in archs):
         return family.name
     supported = ", ".join(sorted({f.architecture for f in FAMILIES.values()}))
     named = f"architectures={archs}" if archs else f"model_type={model_type!r}"

@@ -263,14 +263,14 @@ def test_unknown_architecture_lists_supported(make_checkpoint, tmp_path):
     src, _ = make_checkpoint("bert")
     ckpt = copy_checkpoint(src, tmp_path / "ckpt")
     raw = json.loads((ckpt / "config.json").read_text())
-    raw.update(architectures=["LlamaForCausalLM"], model_type="llama")
+    raw.update(architectures=["MambaForCausalLM"], model_type="mamba")
     (ckpt / "config.json").write_text(json.dumps(raw))
     with pytest.raises(MinirmError) as err:
         minirm.load_model(ckpt)
     msg = one_line(err)
-    assert "LlamaForCausalLM" in msg
+    assert "MambaForCausalLM" in msg
     for supported in ("BertForSequenceClassification", "RobertaForSequenceClassification",
-                      "GPT2ForSequenceClassification", "RewardModel"):
+                      "GPT2ForSequenceClassification", "Qwen3ForSequenceClassification", "RewardModel"):
         assert supported in msg
 
 

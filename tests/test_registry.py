@@ -102,17 +102,30 @@ def test_each_entry_holds_its_facts(name):
 
 
 def test_registry_is_the_only_table():
-    assert list(models.FAMILIES) == ["roberta", "bert", "bert-reward", "gpt2", "deberta-v2"]
+    assert list(models.FAMILIES) == ["roberta", "bert", "bert-reward", "gpt2", "deberta-v2", "llama", "mistral", "qwen2",
+                                     "qwen3", "gemma2"]
     assert len({f.architecture for f in models.FAMILIES.values()}) == len(models.FAMILIES)
     assert not hasattr(models, "register")  # entries are listed, never registered at import time
     from minirm import hub
 
     assert hub.ALIASES == {"aux-roberta": "nicholasKluge/Aux-RewardModel", "aira-bert": "nicholasKluge/RewardModel",
                            "chai-gpt2": "Jellywibble/CHAI_alignment_reward_model",
-                           "oa-deberta": "theblackcat102/deberta-v2-xxlarge-rm"}
+                           "oa-deberta": "theblackcat102/deberta-v2-xxlarge-rm",
+                           # the Skywork-Reward-V2 collection's repositories, and the v0.2 models
+                           "skywork-v2-llama-1b": "Skywork/Skywork-Reward-V2-Llama-3.2-1B",
+                           "skywork-v2-llama-3b": "Skywork/Skywork-Reward-V2-Llama-3.2-3B",
+                           "skywork-v2-llama-8b": "Skywork/Skywork-Reward-V2-Llama-3.1-8B",
+                           "skywork-llama-8b-v0.2": "Skywork/Skywork-Reward-Llama-3.1-8B-v0.2",
+                           "skywork-v2-qwen3-0.6b": "Skywork/Skywork-Reward-V2-Qwen3-0.6B",
+                           "skywork-v2-qwen3-1.7b": "Skywork/Skywork-Reward-V2-Qwen3-1.7B",
+                           "skywork-v2-qwen3-4b": "Skywork/Skywork-Reward-V2-Qwen3-4B",
+                           "skywork-v2-qwen3-8b": "Skywork/Skywork-Reward-V2-Qwen3-8B",
+                           "skywork-gemma2-27b-v0.2": "Skywork/Skywork-Reward-Gemma-2-27B-v0.2"}
     assert list(hub.ALIAS_NOTES) == list(hub.ALIASES)
     families = {a.name: f.name for f in models.FAMILIES.values() for a in f.aliases}
-    assert families == {"aux-roberta": "roberta", "aira-bert": "bert", "chai-gpt2": "gpt2", "oa-deberta": "deberta-v2"}
+    assert families == {"aux-roberta": "roberta", "aira-bert": "bert", "chai-gpt2": "gpt2", "oa-deberta": "deberta-v2",
+                        **{a: "llama" for a in hub.ALIASES if "llama" in a},
+                        **{a: "qwen3" for a in hub.ALIASES if "qwen3" in a}, "skywork-gemma2-27b-v0.2": "gemma2"}
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
@@ -126,6 +139,9 @@ def test_family_is_found_by_architecture_and_by_model_type(name):
 def test_remote_code_reward_model_of_another_model_type_is_not_aira():
     with pytest.raises(MinirmError, match=r"unsupported architecture .* minirm supports BertForSequenceClassification, "
                                           r"DebertaV2ForSequenceClassification, GPT2ForSequenceClassification, "
+                                          r"Gemma2ForSequenceClassification, LlamaForSequenceClassification, "
+                                          r"MistralForSequenceClassification, Qwen2ForSequenceClassification, "
+                                          r"Qwen3ForSequenceClassification, "
                                           r"RewardModel, RobertaForSequenceClassification"):
         detect_family({"architectures": ["RewardModel"], "model_type": "llama"})
 

@@ -3,6 +3,10 @@
     bert.py     bert, roberta, bert-reward (the older Aira regression model)
     gpt2.py     gpt2
     deberta.py  deberta-v2
+    llama.py    llama, mistral, qwen2 (one decoder, three config classes)
+    qwen3.py    qwen3
+    gemma2.py   gemma2
+    decoder.py  what the decoder LLMs share: RMSNorm, RoPE, grouped-query and windowed attention
     registry.py the shape of an entry (`Family`), which every model file imports
 
 Each entry's weight map is in the gpt-fast manner: HF module path -> our module path, `{}`
@@ -19,11 +23,15 @@ from __future__ import annotations
 from ..errors import MinirmError
 from .bert import BERT, BERT_REWARD, ROBERTA
 from .deberta import DEBERTA_V2
+from .gemma2 import GEMMA2
 from .gpt2 import GPT2
+from .llama import LLAMA, MISTRAL, QWEN2
+from .qwen3 import QWEN3
 from .registry import Alias, Family
 
 # in the order --list-models shows their aliases
-FAMILIES: dict[str, Family] = {f.name: f for f in (ROBERTA, BERT, BERT_REWARD, GPT2, DEBERTA_V2)}
+FAMILIES: dict[str, Family] = {f.name: f for f in (ROBERTA, BERT, BERT_REWARD, GPT2, DEBERTA_V2, LLAMA, MISTRAL,
+                                                   QWEN2, QWEN3, GEMMA2)}
 MODEL_ALIASES: tuple[Alias, ...] = tuple(a for f in FAMILIES.values() for a in f.aliases)
 
 __all__ = ["FAMILIES", "MODEL_ALIASES", "Alias", "Family", "by_architecture", "by_model_type", "regression_family",

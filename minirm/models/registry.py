@@ -31,6 +31,7 @@ if TYPE_CHECKING:  # annotations only: config.py imports the registry, never the
 
 # the JSON type a config.json field must have (checked before any field is read)
 POSITIVE_INT, INT, NUMBER, STRING = "a positive integer", "an integer", "a non-negative number", "a string"
+INTS = "an integer or a list of integers"  # eos_token_id: Llama 3 lists several
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,7 @@ class ConfigFields:
 
     names: dict[str, str]  # our field -> its config.json key
     defaults: dict[str, Any]  # our field -> its value when the key is absent (a field with no key: always)
-    types: dict[str, str] = field(default_factory=dict)  # config.json key -> POSITIVE_INT | INT | NUMBER | STRING
+    types: dict[str, str] = field(default_factory=dict)  # config.json key -> POSITIVE_INT | INT | NUMBER | STRING | INTS
     derive: Callable[[dict], None] | None = None  # fills fields computed from others, in place
 
     def read(self, raw: dict) -> dict:
@@ -102,8 +103,13 @@ class Family:
     check: Callable[[ModelConfig, str], None] | None = None  # one-line MinirmError for a config it cannot build
     fixed_labels: int | None = None  # outputs fixed by the head: num_labels and id2label are not read or written
     pair_input: bool = True  # (prompt, response) as a tokenizer pair; False: one formatted text
+    # a conversation is formatted by the tokenizer's chat template (text/templates.py); False: GPT-2's
+    # Pygmalion format where pair_input is False
+    chat_template: bool = False
     truncation_side: str = "right"  # the default; GPT-2 keeps the end of the conversation
     usable_positions: Callable[[ModelConfig], int] = all_positions  # the longest input it can read
+    # --max-length when none is given (never beyond usable_positions); None: the model's max_positions
+    default_max_length: int | None = 512
     roberta_specials: bool = False  # vocab.json + merges.txt rebuild with RoBERTa's <s> </s> specials
     spm: bool = False  # a bare spm.model rebuilds as DeBERTa-v2's tokenizer
     score: Callable[[torch.Tensor, float], torch.Tensor] = classifier_score  # logits, alpha -> scores

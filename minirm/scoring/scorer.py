@@ -29,6 +29,7 @@ from ..devices import check_device
 from ..errors import MinirmError, check_number
 from ..hub import resolve_model
 from ..text.records import Sample, has_lone_surrogate
+from ..text.templates import TemplateRefused
 from ..text.tokenizer import RewardTokenizer, find_tokenizer, load_tokenizer
 from .openassistant import oa_empty_response, oa_rank_pair_scores, split_oa_text
 
@@ -124,7 +125,7 @@ class Scorer:
                 )
             except SampleError as e:
                 raise SampleError(keep[e.index], e.reason) from None
-        except SampleError as e:
+        except (SampleError, TemplateRefused) as e:  # a chat template's refusal names its sample too
             name = labels[e.index] if labels is not None else f"sample {e.index}"
             raise MinirmError(f"{name}: {e.reason}") from None
 

@@ -6,6 +6,8 @@ A row carries one of:
 - "chosen" and "rejected" (+ "prompt")  -> two scores, and pairwise accuracy
   Without "prompt", chosen/rejected are full hh-rlhf transcripts ("\n\nHuman: ...
   \n\nAssistant: ..."), split into the conversation and its last assistant turn.
+- "messages" (a list of {"role", "content"}) -> one score: a whole conversation, ending in the
+  assistant turn being scored, for models that read their tokenizer's chat template
 
 Every problem names the file and line, and nothing is skipped silently.
 """
@@ -28,16 +30,23 @@ KINDS = {
     "pair": ("prompt", "response"),
     "text": ("text",),
     "preference": ("chosen", "rejected"),
+    "messages": ("messages",),
 }
 
 
 @dataclass
 class Sample:
-    """One thing to score: a (prompt, response) pair, or a pre-formatted text (prompt=None)."""
+    """One thing to score: a (prompt, response) pair, a pre-formatted text (prompt=None), or a
+    whole conversation (`messages`, for chat-template models; prompt None, response its last turn)."""
 
     prompt: str | None
     response: str
     history: list[ChatTurn] | None = None  # the conversation, for chat-formatted models
+    messages: list[dict] | None = None  # {"role", "content"} messages as given, the last one scored
+
+    @classmethod
+    def conversation(cls, messages: list[dict]) -> "Sample":
+        return cls(None, messages[-1]["content"] if messages else "", messages=messages)
 
     @classmethod
     def pair(cls, prompt: str, response: str) -> "Sample":
@@ -128,7 +137,8 @@ def rows_to_samples(rows: list[dict], names: list[str]) -> tuple[list[Sample], l
     samples, owners, labels = [], [], []
     for i, (row, name) in enumerate(zip(rows, names)):
         kind = row_kind(row, name)
-        fields = ("chosen", "rejected") if kind == "preference" else ("text",) if kind == "text" else ("response",)
+        fields = {"preference": ("chosen", "rejected"), "text": ("text",), "messages": ("messages",)}.get(
+            kind, ("response",))
         for sample, f in zip(row_samples(row), fields):
             samples.append(sample)
             owners.append(i)
@@ -214,24 +224,39 @@ def _surrogate_field(row: dict) -> str | None:
 
 
 # the fields score.py adds to a row of each kind
-SCORE_FIELDS = {"pair": ("score",), "text": ("score",), "preference": ("score_chosen", "score_rejected", "correct")}
+SCORE_FIELDS = {"pair": ("score",), "text": ("score",), "messages": ("score",),
+                "preference": ("score_chosen", "score_rejected", "correct")}
 
 
 def row_kind(row: dict, where: str) -> str:
-    """"pair", "text" or "preference"; a row that fits two kinds is refused, not guessed at."""
-    kinds = [kind for kind in ("preference", "pair", "text") if all(f in row for f in KINDS[kind])]
+    """"pair", "text", "preference" or "messages"; a row that fits two kinds is refused, not guessed at."""
+    kinds = [kind for kind in ("preference", "pair", "text", "messages") if all(f in row for f in KINDS[kind])]
     if len(kinds) > 1:
         both = " and ".join("+".join(repr(f) for f in KINDS[k]) for k in kinds)
         raise MinirmError(f"{where}: has {both} fields, so what to score is ambiguous; keep one kind per row")
     for kind in kinds:
+        if kind == "messages":
+            check_messages(row["messages"], where)
+            return kind
         for f in KINDS[kind] + (("prompt",) if kind == "preference" and "prompt" in row else ()):
             if not isinstance(row[f], str):
                 raise MinirmError(f"{where}: field {f!r} must be a string, got {type(row[f]).__name__}")
         return kind
     found = ", ".join(sorted(row)) or "none"
     raise MinirmError(
-        f"{where}: needs 'prompt' and 'response', 'text', or 'chosen' and 'rejected' fields (found: {found})"
+        f"{where}: needs 'prompt' and 'response', 'text', 'chosen' and 'rejected', or 'messages' fields "
+        f"(found: {found})"
     )
+
+
+def check_messages(messages, where: str) -> None:
+    """A conversation to score: a non-empty list of {"role": str, "content": str} objects."""
+    if not isinstance(messages, list) or not messages:
+        raise MinirmError(f"{where}: field 'messages' must be a non-empty list of {{\"role\", \"content\"}} objects")
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
+            raise MinirmError(f"{where}: messages[{i}] must be an object with a string 'role' and a string 'content', "
+                              f"got {json.dumps(m, ensure_ascii=False)[:80]}")
 
 
 HH_TURN = re.compile(r"\n\n(Human|Assistant): ")
@@ -260,6 +285,8 @@ def row_samples(row: dict) -> list[Sample]:
         return [Sample.pair(row["prompt"], row["response"])]
     if kind == "text":
         return [Sample(None, row["text"])]
+    if kind == "messages":
+        return [Sample.conversation(row["messages"])]
     if "prompt" in row:
         return [Sample.pair(row["prompt"], row[k]) for k in ("chosen", "rejected")]
     return [transcript_sample(row[k]) for k in ("chosen", "rejected")]

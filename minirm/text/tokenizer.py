@@ -9,6 +9,9 @@
   whitespace-only response is still a pair, and so is an empty prompt.
 - GPT-2 reward models read their score at the last token, so they encode one
   pre-formatted text and truncate from the LEFT: the end of the conversation is kept.
+- Decoder LLM reward models (Llama, Qwen, Gemma) read a conversation rendered by their
+  tokenizer's chat template (templates.py, with its BOS rule), truncated from the right as
+  transformers' tokenizer(truncation=True) truncates; a text row is tokenized as it is.
 
 A tokenizer.json may carry its own padding or truncation (sentence-transformers
 checkpoints pin max_length 128, for example). Both are switched off here and replaced by
@@ -28,26 +31,27 @@ from ..hub import TOKENIZER_VOCABS, resolve_model
 from .formats import pygmalion_text
 from .records import Sample
 from .spm import CONTROL, UNIGRAM, USER_DEFINED, read_spm
-
-DEFAULT_MAX_LENGTH = 512
-
+from .templates import ChatTemplate, TemplateRefused, conversation, read_chat_template, special_tokens
 
 CHAT_OPTIONS = {"bot_name": "--bot-name", "user_name": "--user-name", "memory": "--memory"}
 
 
 class RewardTokenizer:
     def __init__(self, tokenizer: Tokenizer, cfg: ModelConfig, max_length: int | None = None,
-                 truncation_side: str | None = None, chat_names: dict | None = None, source: str = "the tokenizer"):
+                 truncation_side: str | None = None, chat_names: dict | None = None, source: str = "the tokenizer",
+                 chat_template: ChatTemplate | None = None):
         self.tokenizer = tokenizer
         self.cfg = cfg
         self.source = source
+        self.chat_template = chat_template  # for families that read conversations through one
         self.pair_input = cfg.spec.pair_input  # GPT-2 models score one formatted text
         self.chat_names = self._check_chat_names(chat_names or {})
         limit = usable_positions(cfg)
         check_number("max_length", max_length, integer=True, low=1, optional=True)
         if max_length and max_length > limit:
             raise MinirmError(f"--max-length {max_length} exceeds this model's {limit} positions; use at most {limit}")
-        self.max_length = min(max_length or DEFAULT_MAX_LENGTH, limit)
+        # 512 unless the family says otherwise (decoder LLMs: their whole context)
+        self.max_length = min(max_length or cfg.spec.default_max_length or cfg.max_positions, limit)
         self._check_room(self.max_length)
         self.truncation_side = truncation_side or cfg.spec.truncation_side  # GPT-2: left, keeping the end
         if self.truncation_side not in ("left", "right"):
@@ -139,13 +143,51 @@ class RewardTokenizer:
             encoded = self.encode_pairs([samples[i].prompt for i in pairs], [samples[i].response for i in pairs])
             for i, e in zip(pairs, encoded):
                 ids[i] = e
+        chats = [i for i in texts if self.cfg.spec.chat_template and _is_conversation(samples[i])]
+        if chats:
+            try:
+                encoded = self.encode_conversations([samples[i] for i in chats])
+            except TemplateRefused as e:
+                raise TemplateRefused(e.reason, chats[e.index]) from None
+            for i, e in zip(chats, encoded):
+                ids[i] = e
+            texts = [i for i in texts if ids[i] is None]
         if texts:
             encoded = self.encode_texts([self.format_text(samples[i]) for i in texts])
             for i, e in zip(texts, encoded):
                 ids[i] = e
         return ids
 
+    def encode_conversations(self, samples: list[Sample]) -> list[list[int]]:
+        """Conversations rendered by the chat template, then tokenized: without the tokenizer's
+        special tokens when the text already starts with BOS, with them otherwise (templates.py)."""
+        if self.chat_template is None:
+            raise MinirmError(f"{self.source}: this {self.cfg.family} model reads conversations through its "
+                              "tokenizer's chat template, and the tokenizer has none (no chat_template.jinja, no "
+                              "chat_template in tokenizer_config.json); pass --tokenizer the model's own tokenizer, "
+                              "or give rows of formatted 'text'")
+        rendered = []
+        for i, sample in enumerate(samples):
+            messages = sample.messages if sample.messages is not None else conversation(sample.history or [],
+                                                                                        sample.response)
+            try:
+                rendered.append(self.chat_template.render(messages))
+            except TemplateRefused as e:
+                raise TemplateRefused(e.reason, i) from None
+        framed = [self.chat_template.starts_with_bos(t) for t in rendered]
+        out: list = [None] * len(rendered)
+        for with_bos in (True, False):
+            group = [i for i, f in enumerate(framed) if f == with_bos]
+            if group:
+                encoded = self.tokenizer.encode_batch([rendered[i] for i in group], add_special_tokens=not with_bos)
+                for i, e in zip(group, encoded):
+                    out[i] = e.ids
+        return out
+
     def format_text(self, sample: Sample) -> str:
+        if sample.messages is not None:
+            raise MinirmError(f"a 'messages' conversation needs a model that reads a chat template; this "
+                              f"{self.cfg.family} model does not: give 'prompt' and 'response' instead")
         if self.pair_input or sample.history is None:
             return sample.response if sample.prompt is None else sample.prompt + "\n" + sample.response
         return pygmalion_text(sample.history, sample.response, **self.chat_names)
@@ -171,7 +213,19 @@ def load_tokenizer(tokenizer_dir: str | Path, cfg: ModelConfig, max_length: int 
                    truncation_side: str | None = None, chat_names: dict | None = None) -> RewardTokenizer:
     folder = Path(tokenizer_dir)
     source = next((str(folder / f) for f in TOKENIZER_VOCABS if (folder / f).is_file()), str(folder))
-    return RewardTokenizer(read_tokenizer(folder, cfg), cfg, max_length, truncation_side, chat_names, source)
+    template = None
+    if cfg.spec.chat_template:
+        options = _tokenizer_config(folder)
+        text = read_chat_template(folder, options)
+        if text is not None:
+            template = ChatTemplate(text, special_tokens(options, folder), str(folder))
+    return RewardTokenizer(read_tokenizer(folder, cfg), cfg, max_length, truncation_side, chat_names, source,
+                           chat_template=template)
+
+
+def _is_conversation(sample: Sample) -> bool:
+    """A pair, a transcript or a messages row: something a chat template formats (a text is not)."""
+    return sample.messages is not None or sample.prompt is not None
 
 
 def find_tokenizer(tokenizer: str | None, model_dir: Path, cfg: ModelConfig) -> Path:

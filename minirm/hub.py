@@ -26,7 +26,8 @@ ALIAS_NOTES = {a.name: a.note for a in MODEL_ALIASES}
 # the files a tokenizer is read from, and copied with a checkpoint; a folder holds a tokenizer
 # when it has one of the first four (tokenizer.json or a vocabulary to rebuild it from)
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spm.model",
-                   "merges.txt", "tokenizer_config.json", "special_tokens_map.json")
+                   "merges.txt", "tokenizer_config.json", "special_tokens_map.json",
+                   "chat_template.jinja")  # newer repositories keep the chat template apart
 TOKENIZER_VOCABS = TOKENIZER_FILES[:4]
 METADATA = ["config.json", *TOKENIZER_FILES]
 SAFETENSORS_FILES = ["model.safetensors", "model.safetensors.index.json", "model-*.safetensors"]

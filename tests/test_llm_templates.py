@@ -190,3 +190,17 @@ def test_template_helpers_match_transformers():
 
 def test_variants_exist():
     assert set(SETUPS) <= set(VARIANTS)
+
+
+def test_a_saved_model_keeps_its_chat_template_file(chat_model, tmp_path):
+    """chat_template.jinja is one of the tokenizer's files: downloaded with a model and copied
+    with a save, so a trained Qwen3 still renders its conversations."""
+    from minirm.checkpoint import load_model, save_model
+    from minirm.hub import METADATA
+
+    assert "chat_template.jinja" in METADATA
+    model_dir, _ = chat_model("qwen3")
+    saved = save_model(load_model(model_dir)[0], tmp_path / "saved", model_dir)
+    assert (saved / "chat_template.jinja").read_text() == (model_dir / "chat_template.jinja").read_text()
+    pair = (["How do I bake bread?"], ["Mix flour and water."])
+    assert Scorer.from_pretrained(str(saved)).score_pairs(*pair) == Scorer.from_pretrained(str(model_dir)).score_pairs(*pair)

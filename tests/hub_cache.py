@@ -59,3 +59,16 @@ def put_snapshot(cache: Path, kind: str, repo_id: str, files: dict[str, bytes], 
 
 def dir_files(folder: Path) -> dict[str, bytes]:
     return {f.name: f.read_bytes() for f in folder.iterdir() if f.is_file()}
+
+
+def parquet_bytes(rows: list[dict], schema=None) -> bytes:
+    """`rows` as one Parquet file, as `datasets` pushes a split to the Hub (pyarrow; `schema` pins the
+    column types the published dataset has)."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    buf = io.BytesIO()
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), buf)
+    return buf.getvalue()

@@ -5,6 +5,7 @@
     queries.py        how the server splits a policy's query into (prompt, response)
     reward_fn.py      TRL and verl reward functions over a Scorer or a server's URL
     openassistant.py  OpenAssistant's reward-model text format
+    evaluate.py       datasets as input, RewardBench 1 and 2, the model cards' tables (--card-eval)
     cli.py            score.py's command line
 
 May import: text, models and the shared modules at minirm's top; never minirm.training.

@@ -17,10 +17,15 @@ EPILOG = """examples:
   {cmd} --model aux-roberta "How do I bake bread?" "Mix flour, water, salt and yeast..."
   {cmd} --model chai-gpt2 --json "Hi!" "Hello there." "Go away."
   {cmd} --model ./my-checkpoint --input pairs.jsonl --output scored.jsonl
+  {cmd} --model oa-deberta --input allenai/reward-bench:filtered --output scored.jsonl --plot rb.png
+  {cmd} --model aux-roberta --card-eval
 
 input JSONL rows carry "prompt" + "response", "text" (pre-formatted), or "chosen" + "rejected"
 (with or without "prompt"; without it they are hh-rlhf transcripts). Output rows keep every
 input field and add "score" (or "score_chosen", "score_rejected" and "correct").
+--input also reads a Hub dataset ORG/NAME[@REVISION][:SPLIT] (the cache first): RewardBench v1
+and 2, and the rows of Anthropic/hh-rlhf, openai/webgpt_comparisons (ties dropped),
+openai/summarize_from_feedback, the Aira datasets and ChaiML's data (docs/scoring.md).
 """
 
 
@@ -55,9 +60,9 @@ def build_parser(prog: str = "score.py") -> argparse.ArgumentParser:
     p.add_argument("--model", "-m", help="alias, Hub repo id or local checkpoint directory")
     p.add_argument("--revision", help="Hub branch, tag, commit or refs/pr/N (default: main)")
     p.add_argument("--tokenizer", help="tokenizer directory or repo id, when the model ships none")
-    p.add_argument("--input", "-i", help="JSONL file of records to score")
+    p.add_argument("--input", "-i", help="JSONL file of records to score, or a Hub dataset ORG/NAME[@REVISION][:SPLIT]")
     p.add_argument("--output", "-o", help="JSONL file to write (default: stdout)")
-    p.add_argument("--json", action="store_true", help="print JSON instead of plain numbers")
+    p.add_argument("--json", action="store_true", help="print JSON instead of plain numbers (or of --card-eval's table)")
     p.add_argument("--batch-size", type=positive_int, default=32, help="sequences per forward pass (default 32)")
     p.add_argument("--max-length", type=positive_int, help="truncate to this many tokens (default 512)")
     p.add_argument("--truncation-side", choices=["left", "right"],
@@ -74,6 +79,13 @@ def build_parser(prog: str = "score.py") -> argparse.ArgumentParser:
     p.add_argument("--oa-rank", action="store_true",
                    help="OpenAssistant's rank_model_fn: 'text' rows are 'prompt[SEP]response', and a response "
                         "of fewer than 4 distinct characters scores -4")
+    p.add_argument("--summary", metavar="JSON", help="with --input or --card-eval: write the summary to this "
+                                                     "file, with the run's date and pairs/s")
+    p.add_argument("--plot", metavar="PNG", help="with a RewardBench --input: draw each subset's accuracy, the "
+                                                 "section scores marked (needs matplotlib)")
+    p.add_argument("--card-eval", nargs="?", const="", metavar="CARD",
+                   help="evaluate the model on its model card's datasets and print the card's figures beside "
+                        "minirm's (CARD: aux-roberta, aira-bert, aira-regression, chai-gpt2; default: --model's)")
     p.add_argument("--list-models", action="store_true", help="list the model aliases and exit")
     g = p.add_argument_group("serving (pip install -e '.[serve]')")
     g.add_argument("--serve", metavar="[HOST:]PORT",
@@ -108,7 +120,8 @@ def check_arguments(args) -> None:
     """What the command line alone can tell is wrong, before anything is read or loaded."""
     if not args.model:
         raise MinirmError("--model is required (an alias, a Hub repo id or a directory); see --list-models")
-    for option, value in (("--input", args.input), ("--output", args.output), ("--model", args.model)):
+    for option, value in (("--input", args.input), ("--output", args.output), ("--model", args.model),
+                          ("--plot", args.plot), ("--summary", args.summary)):
         if value is not None and not value.strip():
             what = "directory, repo id or alias" if option == "--model" else "file path"
             raise MinirmError(f"{option} is empty; give a {what}")
@@ -118,18 +131,34 @@ def check_arguments(args) -> None:
         if value is not None and not _is_text(value):
             raise MinirmError(f"{name} is not valid UTF-8 text (undecodable bytes in the argument); pass it as UTF-8")
     if args.serve is not None:
+        offline = [o for o, v in (("--card-eval", args.card_eval), ("--plot", args.plot),
+                                  ("--summary", args.summary)) if v is not None]
+        if offline:
+            raise MinirmError(f"{offline[0]} is for offline evaluation; drop it with --serve")
         if args.input or args.prompt or args.output:
             raise MinirmError("--serve answers requests; drop --input, --output and PROMPT RESPONSE")
         if args.json or args.oa_rank:
             raise MinirmError(f"{'--json' if args.json else '--oa-rank'} is for offline scoring; the server "
                               "always answers JSON and scores what it is sent, so drop it")
         return
+    if args.card_eval is not None:
+        if args.input or args.prompt or args.responses:
+            raise MinirmError("--card-eval reads the card's own datasets; drop --input and PROMPT RESPONSE")
+        if args.output or args.plot:
+            raise MinirmError(f"--card-eval prints the card's table; for per-row scores run --input DATASET "
+                              f"{'--output FILE' if args.output else '--plot PNG'} (the table names each DATASET)")
+        return
     if args.input and (args.prompt or args.responses):
         raise MinirmError("give either --input FILE or PROMPT RESPONSE..., not both")
     if not args.input and not args.responses:
-        raise MinirmError("nothing to score: give PROMPT RESPONSE [RESPONSE ...] or --input FILE.jsonl")
+        raise MinirmError("nothing to score: give PROMPT RESPONSE [RESPONSE ...], --input FILE.jsonl (or a Hub "
+                          "dataset ORG/NAME:SPLIT) or --card-eval")
     if args.output and not args.input:
         raise MinirmError("--output needs --input; with PROMPT RESPONSE the scores go to stdout")
+    if args.plot and not args.input:
+        raise MinirmError("--plot draws the per-subset accuracy of an --input dataset; give --input")
+    if args.summary and not args.input:
+        raise MinirmError("--summary needs --input (or --card-eval); with PROMPT RESPONSE there is no summary")
 
 
 def load_scorer(args, device=None):
@@ -167,33 +196,64 @@ def score_file_or_pairs(args, d, device) -> int:
     from ..attention import check_backend
     from ..text import records
     from ..text.records import Sample
+    from . import evaluate
 
     # everything the user can get wrong is checked before the model loads: options, paths, input
     if args.attention:
         check_backend(args.attention, device)
     if args.output:
         records.check_output_path(args.output)
-    located = records.read_jsonl_located(args.input) if args.input else None
+    if args.plot:
+        evaluate.check_plot(args.plot)
+    if args.summary:
+        records.check_output_path(args.summary, "--summary")
+    if args.card_eval is not None:
+        card = evaluate.find_card(args.card_eval, args.model, args.revision)
+        data = evaluate.read_card_data(evaluate.CARDS[card])
+        scorer = load_scorer(args, device)
+        scorer.shard = (d.rank, d.world)
+        result = evaluate.card_eval(scorer, card, data, progress=d.main)
+        if d.main:
+            if args.summary:
+                records.write_jsonl_atomic(args.summary, [result])
+            print(json.dumps(result) if args.json else evaluate.card_table(result))
+        return 0
+    prepared = evaluate.prepare(*evaluate.read_input(args.input)) if args.input else None
+    if args.summary and not prepared.evaluable:
+        raise MinirmError(f"--summary: no row of {prepared.label} has a right answer to measure (chosen and "
+                          "rejected, or a label), so there is no summary; drop --summary")
+    if args.plot and not prepared.subsets:
+        raise MinirmError(f"--plot draws each subset's accuracy, but no row of {prepared.label} has a 'subset' "
+                          "field (RewardBench's rows do); drop --plot")
     scorer = load_scorer(args, device)
     scorer.shard = (d.rank, d.world)
-    if located is None:
+    if prepared is None:
         scores = scorer.score_samples([Sample.pair(args.prompt, r) for r in args.responses],
                                       labels=[f"RESPONSE {i}" for i in range(1, len(args.responses) + 1)])
         if d.main:
             print_scores(args, scores)
         return 0
-    rows = [row for _, row in located]
+    if d.main:
+        evaluate.warn(prepared.dropped_note())
     # a bar at a terminal; elsewhere (nohup, Slurm) a line every 30 s, none for a shorter run (console.py)
-    scored, summary = score_rows(scorer, rows, progress=d.main, where=[w for w, _ in located])
+    scored, summary = evaluate.evaluate(scorer, prepared, progress=d.main)
     if not d.main:
         return 0  # under torchrun, rank 0 writes the one output, in input order
+    scored = [evaluate.jsonable(row) for row in scored]
     if args.output:
         records.write_jsonl_atomic(args.output, scored)
     else:
         for row in scored:
             print(records.dumps_row(row))
+    if args.plot:
+        evaluate.plot_summary(summary, args.plot)
+    if args.summary:  # the whole summary, the run's date and speed included
+        records.write_jsonl_atomic(args.summary, [evaluate.jsonable(summary)])
     if summary:
-        print(json.dumps(summary), file=sys.stderr if not args.output else sys.stdout)
+        # the printed line leaves out the run's date and speed: the same scores print the same line,
+        # and a torchrun's equals one process's
+        printed = {k: v for k, v in summary.items() if k not in evaluate.RUN_FIELDS}
+        print(json.dumps(evaluate.jsonable(printed)), file=sys.stderr if not args.output else sys.stdout)
     return 0
 
 
@@ -228,20 +288,12 @@ def run_server(args) -> int:
 
 def score_rows(scorer, rows: list[dict], progress: bool = False,
                where: list[str] | None = None) -> tuple[list[dict], dict | None]:
-    """Score every row; preference rows get both scores and a reward-bench style summary.
+    """Score every row; preference rows get both scores and a reward-bench style summary
+    (minirm/scoring/evaluate.py). `where` names each row ("file:LINE") for errors about one sample."""
+    from .evaluate import evaluate, prepare
 
-    `where` names each row ("file:LINE") for errors about one sample."""
-    from ..text.records import rows_to_samples, rows_with_scores
-
-    samples, owners, labels = rows_to_samples(rows, where or [f"row {i + 1}" for i in range(len(rows))])
-    scored = rows_with_scores(rows, owners, scorer.score_samples(samples, progress=progress, labels=labels))
-    pairs = [r for r in scored if "correct" in r]
-    # the model as the user named it, and where that resolved: config.json's _name_or_path names the
-    # base model of a fine-tune, the same for every fine-tune of it
-    path = str(scorer.path.resolve()) if scorer.path else None
-    summary = {"model": scorer.name or scorer.cfg.family, "model_path": path, "num_pairs": len(pairs),
-               "accuracy": sum(r["correct"] for r in pairs) / len(pairs)} if pairs else None
-    return scored, summary
+    located = list(zip(where or [f"row {i + 1}" for i in range(len(rows))], rows))
+    return evaluate(scorer, prepare("rows", located), progress=progress)
 
 
 def main(argv: list[str] | None = None, prog: str = "score.py") -> int:

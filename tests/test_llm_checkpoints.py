@@ -3,6 +3,7 @@ transformers drops, old buffers, and minirm's own saves read back by transformer
 
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
@@ -84,3 +85,21 @@ def test_minirm_saves_what_transformers_loads(tmp_path, variant):
     prefix, _ = VARIANTS[variant]
     again = getattr(tf, f"{prefix}ForSequenceClassification").from_pretrained(tmp_path / "out").eval()
     torch.testing.assert_close(hf_logits(again, IDS), hf_logits(reference, IDS), atol=0, rtol=0)
+
+
+def test_the_llm_families_score_in_bf16_when_published_in_bf16(tmp_path, make_checkpoint):
+    """The default dtype follows config.json's for the LLM families (their cards load them in bf16;
+    fp32 would double the memory); an fp32 checkpoint and the BERT-era families stay fp32."""
+    reference = hf_model("llama")
+    for name, model in (("bf16", reference.to(torch.bfloat16)), ("fp32", hf_model("llama"))):
+        model.save_pretrained(tmp_path / name)
+        save_tokenizer(tmp_path / name)
+    assert Scorer.from_pretrained(str(tmp_path / "bf16")).dtype == torch.bfloat16
+    assert Scorer.from_pretrained(str(tmp_path / "fp32")).dtype == torch.float32
+    assert Scorer.from_pretrained(str(tmp_path / "bf16"), dtype="float32").dtype == torch.float32
+    bert_dir, bert = make_checkpoint("bert")
+    copy.deepcopy(bert).to(torch.bfloat16).save_pretrained(tmp_path / "bert-bf16")  # the fixture's model stays fp32
+    for f in ("tokenizer.json", "tokenizer_config.json", "vocab.txt"):
+        if (bert_dir / f).is_file():
+            (tmp_path / "bert-bf16" / f).write_bytes((bert_dir / f).read_bytes())
+    assert Scorer.from_pretrained(str(tmp_path / "bert-bf16")).dtype == torch.float32

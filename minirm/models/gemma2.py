@@ -99,6 +99,7 @@ GEMMA2 = Family(
     check=check_decoder,
     pair_input=False,  # one text, its score read at the last token
     chat_template=True,  # a conversation rendered by the tokenizer's chat template
+    bf16_when_published=True,  # scored in bf16 when the checkpoint is, as the cards load them
     usable_positions=decoder_positions,
     default_max_length=None,  # the model's whole context
     aliases=(Alias("skywork-gemma2-27b-v0.2", "Skywork/Skywork-Reward-Gemma-2-27B-v0.2",

@@ -54,6 +54,7 @@ QWEN3 = Family(
     check=check_decoder,
     pair_input=False,  # one text, its score read at the last token
     chat_template=True,  # a conversation rendered by the tokenizer's chat template
+    bf16_when_published=True,  # scored in bf16 when the checkpoint is, as the cards load them
     usable_positions=decoder_positions,
     default_max_length=None,  # the model's whole context
     aliases=tuple(_skywork(size) for size in ("0.6B", "1.7B", "4B", "8B")),

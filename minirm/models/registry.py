@@ -110,6 +110,8 @@ class Family:
     usable_positions: Callable[[ModelConfig], int] = all_positions  # the longest input it can read
     # --max-length when none is given (never beyond usable_positions); None: the model's max_positions
     default_max_length: int | None = 512
+    # scores in the checkpoint's dtype when that is bf16 (the LLMs, published in bf16); otherwise float32
+    bf16_when_published: bool = False
     roberta_specials: bool = False  # vocab.json + merges.txt rebuild with RoBERTa's <s> </s> specials
     spm: bool = False  # a bare spm.model rebuilds as DeBERTa-v2's tokenizer
     score: Callable[[torch.Tensor, float], torch.Tensor] = classifier_score  # logits, alpha -> scores

@@ -68,7 +68,8 @@ def build_parser(prog: str = "score.py") -> argparse.ArgumentParser:
     p.add_argument("--truncation-side", choices=["left", "right"],
                    help="default: left for GPT-2 models (keep the conversation's end), right otherwise")
     p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"],
+                   help="default: float32; bfloat16 for the LLM families (Llama, Qwen, Gemma 2) when the checkpoint is bf16")
     p.add_argument("--attention", choices=["packed", "sdpa", "eager", "triton"],
                    help="packed: no padding, attention per sequence (default on CPU); sdpa: padded batch with a mask; "
                         "eager: padded, written out; triton: the varlen kernel (default on CUDA)")

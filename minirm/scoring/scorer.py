@@ -57,17 +57,18 @@ class Scorer:
 
     @classmethod
     def from_pretrained(cls, name: str, revision: str | None = None, device: str | None = None,
-                        dtype: str = "float32", max_length: int | None = None, truncation_side: str | None = None,
+                        dtype: str | None = None, max_length: int | None = None, truncation_side: str | None = None,
                         tokenizer: str | None = None, attention: str | None = None, batch_size: int = 32,
                         alpha: float | None = None, chat_names: dict | None = None,
                         prepack: bool | None = None) -> "Scorer":
         """Everything the caller can get wrong is checked before the weights load: the options,
         then the config and the tokenizer against them.
 
-        `prepack` lays bf16 linear weights out for oneDNN on CPU (cpu.py); None: where the CPU
-        multiplies bf16 natively (AMX or AVX-512 BF16)."""
+        `dtype` None: float32, or bfloat16 for a family published in bf16 (the LLMs) whose
+        checkpoint is bf16 (default_dtype). `prepack` lays bf16 linear weights out for oneDNN on
+        CPU (cpu.py); None: where the CPU multiplies bf16 natively (AMX or AVX-512 BF16)."""
         device = check_device(device)
-        if dtype not in DTYPES:
+        if dtype is not None and dtype not in DTYPES:
             raise MinirmError(f"unknown --dtype {dtype!r}; choose float32, bfloat16 or float16")
         check_number("batch_size", batch_size, integer=True, low=1)
         check_number("max_length", max_length, integer=True, low=1, optional=True)
@@ -77,6 +78,7 @@ class Scorer:
         model_dir = resolve_model(name, revision)
         cfg = ModelConfig.from_file(model_dir / "config.json")
         check_reward_checkpoint(model_dir, cfg)
+        dtype = dtype or default_dtype(cfg)
         if cfg.num_labels not in (1, 2):
             raise MinirmError(f"{name}: {cfg.num_labels} labels; a reward score needs a 1- or 2-label head")
         if alpha is not None and not cfg.spec.takes_alpha:
@@ -176,6 +178,14 @@ class Scorer:
     def logits_to_scores(self, logits: torch.Tensor) -> torch.Tensor:
         """(B, num_labels) -> (B,) scores, by the family's rule (see the module docstring)."""
         return self.cfg.spec.score(logits, self.alpha)
+
+
+def default_dtype(cfg: ModelConfig) -> str:
+    """float32, except for a family the registry marks as published in bf16 whose config.json says
+    the weights are bf16 ("torch_dtype" up to transformers 4, "dtype" from 5): the LLM reward
+    models are trained, published and run in bf16, and fp32 would double their memory."""
+    published = cfg.raw.get("dtype") or cfg.raw.get("torch_dtype")
+    return "bfloat16" if cfg.spec.bf16_when_published and published == "bfloat16" else "float32"
 
 
 def overflow_reason(score: float, dtype: torch.dtype) -> str:

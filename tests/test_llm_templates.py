@@ -204,3 +204,32 @@ def test_a_saved_model_keeps_its_chat_template_file(chat_model, tmp_path):
     assert (saved / "chat_template.jinja").read_text() == (model_dir / "chat_template.jinja").read_text()
     pair = (["How do I bake bread?"], ["Mix flour and water."])
     assert Scorer.from_pretrained(str(saved)).score_pairs(*pair) == Scorer.from_pretrained(str(model_dir)).score_pairs(*pair)
+
+
+@pytest.mark.parametrize("variant", ["qwen3", "llama"])
+def test_preference_rows_of_whole_conversations(chat_model, variant, tmp_path):
+    """chosen and rejected as message lists (the Skywork preference data's layout): each scored
+    whole through the chat template, as transformers scores apply_chat_template's ids; through
+    score.py they get score_chosen, score_rejected and correct."""
+    from minirm.scoring.cli import main
+
+    model_dir, reference = chat_model(variant)
+    rows = [{"chosen": CONVERSATIONS[i], "rejected": CONVERSATIONS[(i + 1) % len(CONVERSATIONS)]}
+            for i in range(len(CONVERSATIONS))]
+    data = tmp_path / "prefs.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "scored.jsonl"
+    assert main(["--model", str(model_dir), "--input", str(data), "--output", str(out), "--dtype", "float32"]) == 0
+    scored = [json.loads(line) for line in out.read_text().splitlines()]
+    tok = tf.AutoTokenizer.from_pretrained(model_dir)
+    ids = [tok.apply_chat_template(m, tokenize=True) for r in rows for m in (r["chosen"], r["rejected"])]
+    ids = [i["input_ids"] if hasattr(i, "keys") else i for i in ids]
+    expected = hf_logits(reference, ids, pad=reference.config.pad_token_id)[:, 0].view(-1, 2)
+    got = torch.tensor([[r["score_chosen"], r["score_rejected"]] for r in scored])
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
+    assert [r["correct"] for r in scored] == [bool(c > r) for c, r in expected.tolist()]
+    for bad, message in [({"chosen": CONVERSATIONS[0], "rejected": "no"}, "field 'rejected' must be a non-empty list"),
+                         ({"prompt": "p", "chosen": CONVERSATIONS[0], "rejected": CONVERSATIONS[1]},
+                          "drop the 'prompt' field")]:
+        with pytest.raises(MinirmError, match=message):
+            rows_to_samples([bad], ["in.jsonl:1"])

@@ -141,6 +141,9 @@ ADAPTED = {"aira": preference, "webgpt": webgpt, "summarize": summarize}  # read
 def row_layout(row: dict, where: str) -> str:
     """Which layout a row has (the module docstring lists them): "pair", "text", "preference",
     "aira", "webgpt", "summarize", "chai" or "best-of-n"."""
+    if any(isinstance(row.get(f), list) and row[f] and all(isinstance(m, dict) for m in row[f])
+           for f in ("chosen", "rejected")):
+        return records.check_row(row, where)  # two whole conversations (messages): a preference row
     if isinstance(row.get("chosen"), list) or isinstance(row.get("rejected"), list):
         layout = "best-of-n"
     elif "question" in row and ("answer_0" in row or "answer_1" in row):

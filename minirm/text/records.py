@@ -7,7 +7,8 @@ A row carries one of:
   Without "prompt", chosen/rejected are full hh-rlhf transcripts ("\n\nHuman: ...
   \n\nAssistant: ..."), split into the conversation and its last assistant turn.
 - "messages" (a list of {"role", "content"}) -> one score: a whole conversation, ending in the
-  assistant turn being scored, for models that read their tokenizer's chat template
+  assistant turn being scored, for models that read their tokenizer's chat template; "chosen"
+  and "rejected" may be such lists too (the Skywork preference data's layout)
 
 Every problem names the file and line, and nothing is skipped silently.
 """
@@ -236,7 +237,14 @@ def row_kind(row: dict, where: str) -> str:
         raise MinirmError(f"{where}: has {both} fields, so what to score is ambiguous; keep one kind per row")
     for kind in kinds:
         if kind == "messages":
-            check_messages(row["messages"], where)
+            check_messages(row["messages"], where, "messages")
+            return kind
+        if kind == "preference" and isinstance(row["chosen"], list):  # conversations (Skywork, RewardBench 2 style)
+            for f in ("chosen", "rejected"):
+                check_messages(row[f], where, f)
+            if "prompt" in row:
+                raise MinirmError(f"{where}: 'chosen' and 'rejected' are whole conversations, which hold the prompt: "
+                                  "drop the 'prompt' field, or give chosen and rejected as strings")
             return kind
         for f in KINDS[kind] + (("prompt",) if kind == "preference" and "prompt" in row else ()):
             if not isinstance(row[f], str):
@@ -249,13 +257,13 @@ def row_kind(row: dict, where: str) -> str:
     )
 
 
-def check_messages(messages, where: str) -> None:
+def check_messages(messages, where: str, field: str = "messages") -> None:
     """A conversation to score: a non-empty list of {"role": str, "content": str} objects."""
     if not isinstance(messages, list) or not messages:
-        raise MinirmError(f"{where}: field 'messages' must be a non-empty list of {{\"role\", \"content\"}} objects")
+        raise MinirmError(f"{where}: field {field!r} must be a non-empty list of {{\"role\", \"content\"}} objects")
     for i, m in enumerate(messages):
         if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
-            raise MinirmError(f"{where}: messages[{i}] must be an object with a string 'role' and a string 'content', "
+            raise MinirmError(f"{where}: {field}[{i}] must be an object with a string 'role' and a string 'content', "
                               f"got {json.dumps(m, ensure_ascii=False)[:80]}")
 
 
@@ -287,6 +295,8 @@ def row_samples(row: dict) -> list[Sample]:
         return [Sample(None, row["text"])]
     if kind == "messages":
         return [Sample.conversation(row["messages"])]
+    if isinstance(row["chosen"], list):  # two whole conversations, each scored by the chat template
+        return [Sample.conversation(row[k]) for k in ("chosen", "rejected")]
     if "prompt" in row:
         return [Sample.pair(row["prompt"], row[k]) for k in ("chosen", "rejected")]
     return [transcript_sample(row[k]) for k in ("chosen", "rejected")]

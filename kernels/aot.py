@@ -367,7 +367,10 @@ def _pool_map(function, items, jobs, scratch):
         if item is not None:
             busy[connection] = process
     while busy:
-        for ready in wait(list(busy) + [process.sentinel for process in busy.values()]):
+        # with a timeout: a Ctrl-C that the kernel hands to another thread of this process (an
+        # imported library's) sets Python's flag without waking this wait, so wake twice a second
+        # to let the main thread raise it; without one, the sweep went on until a compile finished
+        for ready in wait(list(busy) + [process.sentinel for process in busy.values()], timeout=0.5):
             connection = ready if ready in busy else None
             if connection is None:  # a sentinel: a worker that exits with work in hand has died
                 dead = next(p for p in busy.values() if p.sentinel == ready)

@@ -265,7 +265,11 @@ def test_cli_json_rows(fresh_sample):
 # --- stopping a sweep -----------------------------------------------------------------------------
 
 STOP_SCRIPT = """
-import sys
+import signal, sys
+# a sweep started from a shell gets Ctrl-C; the test runner's own process may not pass that on
+# (pytest-xdist's workers ignore SIGINT, so their children inherit SIG_IGN): start as a shell job does
+signal.signal(signal.SIGINT, signal.default_int_handler)
+signal.pthread_sigmask(signal.SIG_UNBLOCK, {{signal.SIGINT}})
 sys.path.insert(0, {tests!r})
 import aot_slow
 from minirm.kernels import aot
@@ -299,7 +303,11 @@ def test_a_sweep_stops_at_once_leaving_nothing_behind(tmp_path, signum):
             time.sleep(0.05)
         sent = time.monotonic()
         os.killpg(proc.pid, signum) if signum == signal.SIGINT else proc.send_signal(signum)
-        _, err = proc.communicate(timeout=30)  # EOF only once every process holding stderr has exited
+        try:
+            _, err = proc.communicate(timeout=30)  # EOF only once every process holding stderr has exited
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"the sweep did not stop within 30 s of {signal.Signals(signum).name}; its processes:\n"
+                        + session_report(proc.pid))
         code, took = proc.returncode, time.monotonic() - sent
     finally:
         kill_session(proc.pid)  # whatever a failing sweep left running
@@ -313,6 +321,26 @@ def test_a_sweep_stops_at_once_leaving_nothing_behind(tmp_path, signum):
             f"the compiler {pid} outlived the sweep"
     assert sorted(p.name for p in temp.iterdir()) == sorted([alive.name, foreign.name])
     assert len(json.loads(cache.read_text())) == aot_slow_quick()
+
+
+def session_report(sid) -> str:
+    """Each process of session `sid`: pid, state, what it waits in, its signal masks (for a failure)."""
+    lines = []
+    for stat in sorted(Path("/proc").glob("[0-9]*/stat")):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[3]) != sid:
+                continue
+            status = dict(line.split(":\t", 1) for line in (stat.parent / "status").read_text().splitlines()
+                          if ":\t" in line)
+            cmd = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ")[:80].decode(errors="replace")
+            wchan = (stat.parent / "wchan").read_text()
+            lines.append(f"{stat.parent.name} {fields[0]} wchan={wchan} threads={status.get('Threads')} "
+                         f"SigBlk={status.get('SigBlk')} SigIgn={status.get('SigIgn')} SigCgt={status.get('SigCgt')} "
+                         f"{cmd}")
+        except (OSError, ValueError, IndexError):
+            pass
+    return "\n".join(lines)
 
 
 def kill_session(sid):

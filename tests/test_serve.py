@@ -4,6 +4,7 @@ on a free port on 127.0.0.1 and stops it itself."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -17,7 +18,7 @@ httpx = pytest.importorskip("httpx")
 from minirm import Scorer  # noqa: E402
 from minirm.scoring.cli import score_rows  # noqa: E402
 from minirm.scoring.serve import (  # noqa: E402
-    BadRequest, Batcher, ServeOptions, ServerThread, budget_batches, build_app, parse_address,
+    BadRequest, Batcher, Encoder, ServeOptions, ServerThread, budget_batches, build_app, parse_address,
 )
 
 ATOL = 1e-5  # the project's parity bar: a sequence padded to another length may move in the last bits
@@ -271,10 +272,132 @@ def test_batcher_refuses_beyond_its_queue_without_a_server():
             batcher.submit([[3]])
         assert err.value.status == 503 and err.value.headers == {"Retry-After": "1"}
         gate.set()
-        assert first[0].result(10) == 0.0
+        assert first.result(10) == [0.0]
     finally:
         gate.set()
         batcher.close()
+
+
+# --- the request path: tokenizer thread, batcher, one hand-off back per forward -----------------------
+
+def sum_ids(sequences):  # a stand-in model whose score says which sequence it read
+    return [float(sum(ids)) for ids in sequences]
+
+
+def test_a_forward_hands_the_requests_it_finishes_back_to_the_loop_in_one_call():
+    gate = threading.Event()
+    seen = []
+
+    def run(sequences):
+        seen.append(len(sequences))
+        gate.wait(10)
+        return sum_ids(sequences)
+
+    batcher = Batcher(run, ServeOptions(max_wait_ms=0))
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        wakeups = []
+        real = loop.call_soon_threadsafe
+        loop.call_soon_threadsafe = lambda *a: (wakeups.append(a), real(*a))[1]
+        first = batcher.submit([[1, 2]], loop)
+        while not seen:  # the worker is inside the first forward
+            await asyncio.sleep(0.005)
+        rest = [batcher.submit([[10, i], [100 * i]], loop) for i in range(1, 4)]  # queued meanwhile
+        gate.set()
+        scores = [await job.future for job in [first, *rest]]
+        return scores, wakeups
+
+    try:
+        scores, wakeups = asyncio.run(main())
+    finally:
+        gate.set()
+        batcher.close()
+    assert scores == [[3.0], [11.0, 100.0], [12.0, 200.0], [13.0, 300.0]]  # each request its own, in order
+    assert seen == [1, 6]  # the three requests queued during the first forward ran in the second
+    assert len(wakeups) == 2  # one hand-off per forward, not one per request or per sequence
+
+
+def test_the_tokenizer_thread_fails_only_the_request_at_fault():
+    """Requests that wait for the tokenizer are tokenized together; a text that tokenizes to
+    nothing, or a tokenizer error, fails its own request and no other."""
+    gate, calls = threading.Event(), []
+
+    def encode(samples):
+        calls.append(list(samples))
+        gate.wait(10)
+        if any(s == "boom" for s in samples):
+            raise RuntimeError("the tokenizer broke")
+        return [[] if s == "" else [len(s)] for s in samples]
+
+    batcher = Batcher(sum_ids, ServeOptions(max_wait_ms=0))
+    encoder = Encoder(encode, batcher)
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        first = encoder.submit(["a"], None, loop)
+        while not calls:
+            await asyncio.sleep(0.005)
+        jobs = [encoder.submit(texts, None, loop) for texts in (["bb", "ccc"], ["dddd", ""], ["boom"], ["eeeee"])]
+        gate.set()
+        return await asyncio.gather(*(j.future for j in [first, *jobs]), return_exceptions=True)
+
+    try:
+        results = asyncio.run(main())
+    finally:
+        gate.set()
+        encoder.close()
+        batcher.close()
+    assert results[0] == [1.0] and results[1] == [2.0, 3.0] and results[4] == [5.0]
+    assert isinstance(results[2], BadRequest) and str(results[2]) == "query[1] tokenizes to nothing; give it some text"
+    assert isinstance(results[3], RuntimeError)
+    assert calls[1] == ["bb", "ccc", "dddd", "", "boom", "eeeee"]  # the four waiting requests in one call
+
+
+def test_the_event_loop_answers_while_a_request_is_being_tokenized(bert_scorer):
+    app = build_app(bert_scorer)
+    encoder = app.state.service.encoder
+    real, gate, started = encoder.encode, threading.Event(), threading.Event()
+
+    def held(samples):
+        started.set()
+        gate.wait(10)
+        return real(samples)
+
+    encoder.encode = held
+    with ServerThread(app) as url, ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(httpx.post, f"{url}/get_reward", json={"query": queries(), "prompts": PROMPTS},
+                              timeout=20)
+        assert started.wait(10)
+        health = httpx.get(f"{url}/health", timeout=5)  # answered while the tokenizer holds the request
+        gate.set()
+        reply = pending.result()
+    assert health.status_code == 200
+    close(reply.json()["scores"], bert_scorer.score_pairs(PROMPTS, RESPONSES))
+
+
+def test_the_batcher_skips_the_sequences_of_a_cancelled_request():
+    gate, seen = threading.Event(), []
+
+    def run(sequences):
+        seen.extend(sequences)
+        gate.wait(10)
+        return sum_ids(sequences)
+
+    batcher = Batcher(run, ServeOptions(max_wait_ms=0))
+    try:
+        first = batcher.submit([[1]])
+        deadline = time.monotonic() + 10
+        while not seen and time.monotonic() < deadline:
+            time.sleep(0.005)
+        gone, kept = batcher.submit([[7, 7]]), batcher.submit([[2, 2]])
+        gone.cancel()
+        gate.set()
+        assert first.result(10) == [1.0] and kept.result(10) == [4.0]
+    finally:
+        gate.set()
+        batcher.close()
+    assert seen == [[1], [2, 2]]
 
 
 # --- health, metrics, options --------------------------------------------------------------------------

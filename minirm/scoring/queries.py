@@ -34,6 +34,10 @@ when it is the only turn, and otherwise the turns as a transcript, "Human: ...\n
 ...\n\nHuman: ..." (the hh-rlhf layout minirm reads training and evaluation data in), with a
 system message as the opening paragraph; a chat model (CHAI's GPT-2) gets the turns in its
 Pygmalion format.
+
+A model that reads conversations through its own chat template (Llama, Qwen, Gemma) scores a
+query the policy rendered with a template whole, and renders a plain-text one as a conversation
+once it is split (chat_query_sample).
 """
 
 from __future__ import annotations
@@ -51,6 +55,11 @@ MARKER = (r"(?:<\|[A-Za-z0-9_.:-]{1,64}\|>|</?s>|<(?:pad|eos|bos|unk|mask|end_of
 _LEADING_MARKERS = re.compile(rf"^(?:\s*{MARKER})+")
 _TRAILING_MARKERS = re.compile(rf"(?:{MARKER}\s*)+$")
 _PADDING = re.compile(rf"(?:\s*{MARKER})+\s*")
+# The pad tokens policies are decoded with (GPT-2/Qwen, Llama 3 base and instruct, Gemma, BERT,
+# SentencePiece): no chat template writes them, so around a rendered query they are padding.
+PAD_MARKERS = r"<\|endoftext\|>|<\|end_of_text\|>|<\|finetune_right_pad_id\|>|<pad>|\[PAD\]|<unk>"
+_LEADING_PADS = re.compile(rf"^(?:{PAD_MARKERS})+")  # the pads alone: a space or newline beside them is
+_TRAILING_PADS = re.compile(rf"(?:{PAD_MARKERS})+$")  # the text's (Qwen's template ends "<|im_end|>\n")
 MIN_TAIL = 32  # non-space characters of a prompt's tail that must start the query to call it truncated
 
 # Per chat template: the markers --strip-template removes, and how to read the turns of a conversation.
@@ -177,11 +186,60 @@ def transcript(turns: list[ChatTurn]) -> str:
     return "\n\n".join(system + [body])
 
 
-def query_sample(query: str, prompt: str | None, pair_input: bool, template: str | None) -> tuple[Sample, str]:
+def strip_padding(query: str) -> str:
+    """The query without the padding a client decoded around it (runs of PAD_MARKERS at its two
+    ends). A chat template's markers stay: they are part of the text a chat model was trained on,
+    and the policy's pad token is none of them (a reward model's own pad token may be: Llama 3
+    models often pad with <|eot_id|>, which ends each turn, so it is not used here)."""
+    return _TRAILING_PADS.sub("", _LEADING_PADS.sub("", query))
+
+
+def chat_query_sample(query: str, prompt: str | None, template: str | None) -> tuple[Sample, str]:
+    """For a model that reads conversations through its own chat template (the LLM families).
+
+    * A query the policy rendered with a chat template (it holds an assistant marker of one) is
+      scored whole, as rendered, once the padding around it is removed (strip_padding): a policy
+      and reward model of one family share the template, and OpenRLHF's own reward server scores
+      such queries whole too. Its BOS, if it starts with one, is not doubled (tokenizer.py).
+    * A plain-text query (the template's markers were decoded away, or the policy has none) is
+      split at its prompt (split_query's rules) and the pair rendered by the reward model's
+      template as a user turn and the assistant's reply: scoring the bare text would read it
+      outside the format the model was trained on.
+    * With --strip-template naming the policy's template, a query that splits is taken apart
+      into its turns (template_turns) and rendered by the reward model's template, so that a
+      policy and a reward model with different templates still agree.
+
+    A plain query that does not split is a SplitError (a 400 naming it)."""
+    query = strip_padding(query)
+    rendered = _assistant_marker_end(query) is not None
+    if rendered and template is None:
+        return Sample(None, query), "whole"
+    try:
+        split = split_query(query, prompt)
+    except SplitError:
+        if rendered:
+            return Sample(None, query), "whole"
+        raise
+    if template is None:
+        turns = [ChatTurn("user", split.prompt)]
+        response = strip_edge_markers(split.response)
+    else:
+        turns = template_turns(split.prompt, template)
+        response = strip_markers(strip_edge_markers(split.response), template)
+    roles = {"bot": "assistant"}
+    messages = [{"role": roles.get(t.speaker, t.speaker), "content": t.message} for t in turns]
+    return Sample.conversation([*messages, {"role": "assistant", "content": response}]), split.rule
+
+
+def query_sample(query: str, prompt: str | None, pair_input: bool, template: str | None,
+                 chat: bool = False) -> tuple[Sample, str]:
     """One query (and its prompt, if sent) -> (the sample to score, the split rule or "whole").
 
     A single-text model (CHAI's GPT-2) scores the query whole, unless a template is named and the
-    query splits: then the conversation goes into its chat format. A pair model needs the split."""
+    query splits: then the conversation goes into its chat format. A pair model needs the split.
+    A chat-template model (`chat`): chat_query_sample."""
+    if chat:
+        return chat_query_sample(query, prompt, template)
     if not pair_input:
         if template is None:
             return Sample(None, strip_edge_markers(query)), "whole"

@@ -1,6 +1,7 @@
 """The reward server: OpenRLHF's remote reward protocol and a native endpoint, batching across requests.
 
-    requests -> queue -> length-sorted batches under a token budget -> the same scorer -> replies
+    requests -> tokenizer thread -> queue -> length-sorted batches under a token budget -> the same
+    scorer -> replies
 
 Endpoints:
 - POST /get_reward  OpenRLHF's `--remote_rm_url` protocol. Request {"query": [...], "prompts": [...],
@@ -14,16 +15,21 @@ Endpoints:
 - GET  /health      200 once the model is loaded.
 - GET  /metrics     Prometheus text: requests, sequences, tokens, batch sizes, queue depth, latency.
 
-Every request is tokenized in its own handler, then its sequences join one queue. One worker
-thread runs the model: when it is free it takes everything waiting (after up to --max-wait-ms
-for company, 0 by default: what arrives during a forward joins the next one), sorts it by length
-and cuts it into batches of at most --max-batch-tokens padded tokens, one forward each. Each score
-goes back to the request that asked for it, in that request's order. A request is work to queue,
-whatever its size (OpenRLHF 0.8-0.9 send a whole rollout, 1024 x 8 queries, in one): the queue is
-bounded in tokens, --max-queue-tokens, and a request that would overflow a busy queue answers 503
-with Retry-After (an idle server takes any request). Only a body over --max-body-mb answers 413. A
-bad request gets a 4xx whose JSON body is {"error": "one line naming the field"}; a failure inside
-the model fails only the requests whose sequences were in that batch, with a 500.
+Three threads share a request. The event loop reads, parses and splits it and hands its texts to
+the tokenizer thread, which takes every request waiting, tokenizes their texts in one call (the
+tokenizer runs without the GIL, beside the loop) and queues each request's sequences. One worker
+thread runs the model: when it is free it takes everything queued (after up to --max-wait-ms for
+company, 0 by default: a lone request is taken at once, and what arrives during a forward joins
+the next one), sorts it by length and cuts it into batches of at most --max-batch-tokens padded
+tokens, one forward each. Each score goes back to the request that asked for it, in that
+request's order; the requests that a forward finishes go back to the loop in one hand-off.
+
+A request is work to queue, whatever its size (OpenRLHF 0.8-0.9 send a whole rollout, 1024 x 8
+queries, in one): the queue is bounded in tokens, --max-queue-tokens, and a request that would
+overflow a busy queue answers 503 with Retry-After (an idle server takes any request). Only a body
+over --max-body-mb answers 413. A bad request gets a 4xx whose JSON body is {"error": "one line
+naming the field"}; a failure inside the model fails only the requests whose sequences were in
+that batch, with a 500.
 
 Scores equal offline score.py's up to float rounding (a sequence padded to another length can move
 in the last bits; the tests hold them to 1e-5, the project's parity bar).
@@ -32,11 +38,11 @@ in the last bits; the tests hold them to 1e-5, the project's parity bar).
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import math
 import threading
 import time
-from dataclasses import dataclass, field, replace
+import collections
+from dataclasses import dataclass, replace
 
 from fastapi import FastAPI, Request  # the [serve] extra: this module is imported only to serve
 from fastapi.responses import JSONResponse, Response
@@ -84,11 +90,53 @@ class BadRequest(Exception):
 
 # --- the batcher -------------------------------------------------------------------------------
 
-@dataclass
+class Job:
+    """One request's sequences: queued together, their scores come back together, in its order.
+
+    The worker settles a job once, when its last score is in or when a batch holding one of its
+    sequences fails. A job made for an event loop is settled there: after each forward the worker
+    hands that forward's finished jobs to the loop in one call (one wake-up per forward, not one
+    per request or per sequence), and `await job.future` gives the scores. A job made without a
+    loop is waited for with `job.result(timeout)`."""
+
+    __slots__ = ("scores", "left", "error", "cancelled", "settled", "future", "loop", "event")
+
+    def __init__(self, size: int, loop: asyncio.AbstractEventLoop | None = None):
+        self.scores: list[float] = [0.0] * size
+        self.left, self.error, self.cancelled, self.settled = size, None, False, False
+        self.loop = loop
+        self.future = loop.create_future() if loop is not None else None
+        self.event = threading.Event() if loop is None else None
+
+    def result(self, timeout: float | None = None) -> list[float]:
+        """The scores, for a job submitted without a loop (a thread waits for them)."""
+        if not self.event.wait(timeout):
+            raise TimeoutError("the batcher did not answer in time")
+        if self.error is not None:
+            raise self.error
+        return self.scores
+
+    def cancel(self) -> None:
+        """The client went away: the worker skips this job's sequences that it has not started."""
+        self.cancelled = True
+
+
+def _settle_on_loop(jobs: list[Job]) -> None:
+    """On the event loop: complete each finished job's future (unless its request was cancelled)."""
+    for job in jobs:
+        if not job.future.done():
+            if job.error is not None:
+                job.future.set_exception(job.error)
+            else:
+                job.future.set_result(job.scores)
+
+
+@dataclass(slots=True)
 class _Waiting:
     ids: list[int]
-    future: concurrent.futures.Future
-    since: float = field(default_factory=time.monotonic)
+    job: Job
+    index: int  # the sequence's place in its request
+    since: float
 
 
 class Batcher:
@@ -106,19 +154,22 @@ class Batcher:
         self._thread = threading.Thread(target=self._loop, name="minirm-batcher", daemon=True)
         self._thread.start()
 
-    def submit(self, sequences: list[list[int]]) -> list[concurrent.futures.Future]:
-        """Queue a request's sequences, unless they would push a non-empty queue past its token
-        bound (503: the client retries); an empty queue takes a request of any size."""
+    def submit(self, sequences: list[list[int]], loop: asyncio.AbstractEventLoop | None = None,
+               job: Job | None = None) -> Job:
+        """Queue a request's sequences as one Job (`job`, or a new one, made on `loop`'s thread when a
+        loop is given), unless they would push a non-empty queue past its token bound (503: the
+        client retries); an empty queue takes a request of any size. Any thread may call it."""
         tokens = sum(map(len, sequences))
+        job = job or Job(len(sequences), loop)
         with self._cond:
             if self._waiting and self._queued_tokens + tokens > self.options.max_queue_tokens:
                 raise BadRequest(f"the queue is full ({self._queued_tokens} tokens waiting, this request has "
                                  f"{tokens}); retry shortly", 503, {"Retry-After": "1"})
-            items = [_Waiting(ids, concurrent.futures.Future()) for ids in sequences]
-            self._waiting.extend(items)
+            now = time.monotonic()
+            self._waiting.extend(_Waiting(ids, job, i, now) for i, ids in enumerate(sequences))
             self._queued_tokens += tokens
             self._cond.notify()
-        return [w.future for w in items]
+        return job
 
     def depth(self) -> int:
         return len(self._waiting)
@@ -131,29 +182,29 @@ class Batcher:
 
     def _take(self) -> list[_Waiting] | None:
         """Wait for work, then for company (up to max_wait_ms after the oldest arrived, or until a
-        budget's worth is waiting); take everything that is waiting."""
+        budget's worth is waiting); take everything that is waiting. With max_wait_ms 0 a lone
+        request is taken the moment it arrives."""
         budget, wait = self.options.max_batch_tokens, self.options.max_wait_ms / 1000
         with self._cond:
             while not self._waiting and not self._closed:
                 self._cond.wait()
             if self._closed:
                 return None
-            while not self._closed:
+            while wait and not self._closed:
                 left = self._waiting[0].since + wait - time.monotonic()
                 if left <= 0 or sum(len(w.ids) for w in self._waiting) >= budget:
                     break
                 self._cond.wait(timeout=left)
             taken, self._waiting, self._queued_tokens = self._waiting, [], 0
-        return [w for w in taken if w.future.set_running_or_notify_cancel()]  # skip abandoned requests
+        return [w for w in taken if not w.job.cancelled]  # skip abandoned requests
 
     def _loop(self) -> None:
         while (taken := self._take()) is not None:
             try:
                 batches = budget_batches(taken, self.options.max_batch_tokens)
             except Exception as e:  # noqa: BLE001 - the worker must outlive any one batch
-                batches = []
-                for w in taken:
-                    w.future.set_exception(e)
+                self._fail(taken, e)
+                continue
             for batch in batches:
                 self._run(batch)
 
@@ -161,13 +212,98 @@ class Batcher:
         try:
             scores = self.run_batch([w.ids for w in batch])
         except Exception as e:  # noqa: BLE001 - out of memory or worse: fail this batch's requests only
-            for w in batch:
-                w.future.set_exception(e)
+            self._fail(batch, e)
             return
         if self.metrics:
             self.metrics.batch(len(batch), sum(len(w.ids) for w in batch))
+        finished = []
         for w, s in zip(batch, scores):
-            w.future.set_result(s)
+            job = w.job
+            job.scores[w.index] = s
+            job.left -= 1
+            if job.left == 0 and not job.settled:
+                finished.append(job)
+        self._settle(finished)
+
+    def _fail(self, items: list[_Waiting], error: Exception) -> None:
+        finished = []
+        for w in items:
+            if not w.job.settled and w.job.error is None:
+                w.job.error = error
+                finished.append(w.job)
+        self._settle(finished)
+
+    @staticmethod
+    def _settle(jobs: list[Job]) -> None:
+        """Hand finished jobs back: one call per event loop for all of them, an event per thread job."""
+        by_loop: dict = {}
+        for job in jobs:
+            job.settled = True
+            if job.loop is None:
+                job.event.set()
+            else:
+                by_loop.setdefault(job.loop, []).append(job)
+        for loop, mine in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_settle_on_loop, mine)
+            except RuntimeError:  # the loop has closed: nobody waits for these any more
+                pass
+
+
+class Encoder:
+    """The tokenizer's thread, in front of the batcher: it takes every request waiting, tokenizes
+    their texts in one call (the tokenizer runs without the GIL, beside the event loop) and queues
+    each request's sequences in the batcher, or settles its job with the error: a text that
+    tokenizes to nothing (400) or a full queue (503). The event loop only parses and splits."""
+
+    def __init__(self, encode, batcher: Batcher):
+        self.encode, self.batcher = encode, batcher
+        self._waiting: list[tuple[list, list[str] | None, Job]] = []
+        self._cond = threading.Condition()
+        self._closed = False
+        self._thread = threading.Thread(target=self._loop, name="minirm-encoder", daemon=True)
+        self._thread.start()
+
+    def submit(self, samples: list, labels: list[str] | None, loop: asyncio.AbstractEventLoop) -> Job:
+        job = Job(len(samples), loop)
+        with self._cond:
+            self._waiting.append((samples, labels, job))
+            self._cond.notify()
+        return job
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+        self._thread.join(timeout=10)
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._waiting and not self._closed:
+                    self._cond.wait()
+                if self._closed:
+                    return
+                taken, self._waiting = self._waiting, []
+            taken = [t for t in taken if not t[2].cancelled]
+            try:
+                encoded = self.encode([s for samples, _, _ in taken for s in samples])
+            except Exception:  # noqa: BLE001 - one request's texts broke the tokenizer: find which, alone
+                encoded = None
+            start = 0
+            for samples, labels, job in taken:
+                try:
+                    if encoded is None:
+                        sequences = self.encode(samples)
+                    else:
+                        sequences, start = encoded[start:start + len(samples)], start + len(samples)
+                    empty = next((i for i, ids in enumerate(sequences) if not ids), None)
+                    if empty is not None:
+                        raise BadRequest(f"{_label(labels, empty)} tokenizes to nothing; give it some text")
+                    self.batcher.submit(sequences, job=job)
+                except Exception as e:  # noqa: BLE001 - 400, 503 or the tokenizer's failure: this request only
+                    job.error = e
+                    Batcher._settle([job])
 
 
 def budget_batches(items: list, max_tokens: int, length=lambda w: len(w.ids)) -> list[list]:
@@ -202,6 +338,22 @@ class Metrics:
         self.splits = Counter("minirm_query_splits", "queries by the rule that split them (minirm/scoring/queries.py)",
                               ["rule"], registry=self.registry)
         Gauge("minirm_queue_depth", "sequences waiting", registry=self.registry).set_function(depth)
+        self._children: dict = {}  # (metric, labels) -> its child: labels() looks them up under a lock
+
+    def _child(self, metric, *labels):
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
+    def answered(self, endpoint: str, status: int, seconds: float) -> None:
+        self._child(self.requests, endpoint, str(status)).inc()
+        self._child(self.latency, endpoint).observe(seconds)
+
+    def split(self, rules: list[str]) -> None:
+        for rule, n in _count(rules).items():
+            self._child(self.splits, rule).inc(n)
 
     def batch(self, sequences: int, tokens: int) -> None:
         self.batch_size.observe(sequences)
@@ -212,6 +364,10 @@ class Metrics:
         from prometheus_client import generate_latest
 
         return generate_latest(self.registry)
+
+
+def _count(items: list) -> dict:
+    return {items[0]: 1} if len(items) == 1 else collections.Counter(items)
 
 
 # --- requests -> samples ------------------------------------------------------------------------
@@ -232,8 +388,10 @@ def _string_list(body: dict, name: str, required: bool = True) -> list[str] | No
     return value
 
 
-def reward_samples(body: dict, pair_input: bool, template: str | None = None) -> tuple[list, list[str]]:
-    """OpenRLHF's request -> (samples, the rule that split each query); see minirm/scoring/queries.py."""
+def reward_samples(body: dict, pair_input: bool, template: str | None = None,
+                   chat: bool = False) -> tuple[list, list[str]]:
+    """OpenRLHF's request -> (samples, the rule that split each query); see minirm/scoring/queries.py.
+    `chat`: the model reads conversations through its chat template (queries.chat_query_sample)."""
     queries = _string_list(body, "query")
     prompts = _string_list(body, "prompts", required=False)
     if prompts is not None and len(prompts) != len(queries):
@@ -241,7 +399,8 @@ def reward_samples(body: dict, pair_input: bool, template: str | None = None) ->
     samples, rules = [], []
     for i, query in enumerate(queries):
         try:
-            sample, rule = query_sample(query, prompts[i] if prompts is not None else None, pair_input, template)
+            sample, rule = query_sample(query, prompts[i] if prompts is not None else None, pair_input, template,
+                                        chat)
         except SplitError as e:
             raise BadRequest(f"query[{i}] cannot be split into prompt and response: {e}") from None
         samples.append(sample)
@@ -291,32 +450,35 @@ class RewardService:
         self.scorer, self.options = scorer, options
         self.metrics = Metrics(lambda: self.batcher.depth())
         self.batcher = Batcher(scorer.forward_batch, options, self.metrics)
+        self.encoder = Encoder(scorer.encode, self.batcher)
 
-    async def score(self, samples: list, labels: list[str]) -> list[float]:
+    def close(self) -> None:
+        self.encoder.close()
+        self.batcher.close()
+
+    async def score(self, samples: list, labels: list[str] | None = None) -> list[float]:
+        """Scores of `samples`, in order; `labels` name them in errors (None: "query[i]")."""
         if not samples:
             return []
-        sequences = await asyncio.to_thread(self.scorer.encode, samples)
-        for label, ids in zip(labels, sequences):
-            if not ids:
-                raise BadRequest(f"{label} tokenizes to nothing; give it some text")
-        futures = self.batcher.submit(sequences)
+        job = self.encoder.submit(samples, labels, asyncio.get_running_loop())
         try:
-            scores = await asyncio.gather(*(asyncio.wrap_future(f) for f in futures))
+            scores = await job.future
         except asyncio.CancelledError:  # the client went away: its waiting sequences are dropped
-            for f in futures:
-                f.cancel()
+            job.cancel()
             raise
         bad = [i for i, x in enumerate(scores) if not math.isfinite(x)]
         if bad:
             reason = overflow_reason(scores[bad[0]], self.scorer.dtype).replace("score with --dtype", "serve with --dtype")
-            raise ModelFailure(f"{labels[bad[0]]}: {reason}")
+            raise ModelFailure(f"{_label(labels, bad[0])}: {reason}")
         return scores
 
     async def get_reward(self, body: dict) -> dict:
-        samples, rules = reward_samples(body, self.scorer.tokenizer.pair_input, self.options.strip_template)
-        scores = await self.score(samples, [f"query[{i}]" for i in range(len(samples))])
-        for rule in rules:
-            self.metrics.splits.labels(rule).inc()
+        tokenizer = self.scorer.tokenizer
+        samples, rules = reward_samples(body, tokenizer.pair_input, self.options.strip_template,
+                                        tokenizer.chat_template is not None)
+        scores = await self.score(samples)
+        if rules:
+            self.metrics.split(rules)
         # one 0/1 list per rule, every key in every reply (OpenRLHF merges the keys of several
         # servers' replies and logs each key's mean: the share of queries split by that rule)
         extra_logs = {f"minirm_split_{name}": [float(rule == name) for rule in rules]
@@ -339,6 +501,10 @@ class RewardService:
         return {"rows": rows_with_scores(rows, owners, scores)}
 
 
+def _label(labels: list[str] | None, i: int) -> str:
+    return f"query[{i}]" if labels is None else labels[i]
+
+
 class ModelFailure(Exception):
     """Something went wrong inside the model for this request: a 500 that says what."""
 
@@ -352,7 +518,7 @@ def build_app(scorer, options: ServeOptions | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app):
         yield
-        service.batcher.close()
+        service.close()
 
     app = FastAPI(title="minirm reward server", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     app.state.service = service
@@ -367,8 +533,7 @@ def build_app(scorer, options: ServeOptions | None = None) -> FastAPI:
                             headers=getattr(error, "headers", None))
 
     def answer(endpoint: str, status: int, body: dict, started: float, headers: dict | None = None):
-        service.metrics.requests.labels(endpoint, str(status)).inc()
-        service.metrics.latency.labels(endpoint).observe(time.monotonic() - started)
+        service.metrics.answered(endpoint, status, time.monotonic() - started)
         return JSONResponse(body, status_code=status, headers=headers)
 
     async def handle(request: Request, endpoint: str, method):
@@ -402,6 +567,12 @@ def build_app(scorer, options: ServeOptions | None = None) -> FastAPI:
     return app
 
 
+# uvicorn's settings for the server (and for benchmarks/serve_load.py's echo reference, so that the two
+# run the same HTTP stack). Its http and loop stay "auto": httptools and uvloop when installed, h11
+# and asyncio otherwise. Access lines are off: uvicorn builds each one before the level filter drops it.
+UVICORN_OPTIONS = dict(log_level="warning", access_log=False)
+
+
 def parse_address(text: str) -> tuple[str, int]:
     """'[HOST:]PORT' -> (host, port); the host defaults to 127.0.0.1, reachable from this machine only."""
     host, _, port = text.rpartition(":")
@@ -417,7 +588,7 @@ class ServerThread:
     def __init__(self, app, host: str = "127.0.0.1", port: int = 0):
         import uvicorn
 
-        self.server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on"))
+        self.server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, lifespan="on", **UVICORN_OPTIONS))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def __enter__(self) -> str:
@@ -459,6 +630,6 @@ def serve(scorer, address: str, options: ServeOptions) -> None:
     app = build_app(scorer, options)
     print(f"minirm: serving {app.state.service.scorer.cfg.family} on http://{host}:{port} "
           "(POST /get_reward, POST /score, GET /health, GET /metrics)", file=sys.stderr)
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    uvicorn.run(app, host=host, port=port, **UVICORN_OPTIONS)
 
 

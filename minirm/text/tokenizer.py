@@ -127,7 +127,24 @@ class RewardTokenizer:
         return [e.ids for e in self.tokenizer.encode_batch(inputs)]
 
     def encode_texts(self, texts: list[str]) -> list[list[int]]:
-        return [e.ids for e in self.tokenizer.encode_batch(texts)]
+        """Texts as given; for a chat-template model, a text that already starts with BOS (one
+        rendered by the template) gets no second one."""
+        if self.chat_template is None:
+            return [e.ids for e in self.tokenizer.encode_batch(texts)]
+        return self._encode_rendered(texts)
+
+    def _encode_rendered(self, texts: list[str]) -> list[list[int]]:
+        """Tokenize without the tokenizer's special tokens the texts that start with BOS, with them
+        the others (templates.py): one BOS either way."""
+        framed = [self.chat_template.starts_with_bos(t) for t in texts]
+        out: list = [None] * len(texts)
+        for with_bos in (True, False):
+            group = [i for i, f in enumerate(framed) if f == with_bos]
+            if group:
+                encoded = self.tokenizer.encode_batch([texts[i] for i in group], add_special_tokens=not with_bos)
+                for i, e in zip(group, encoded):
+                    out[i] = e.ids
+        return out
 
     def encode_samples(self, samples: list[Sample]) -> list[list[int]]:
         """Format and tokenize, keeping order: the one path that scoring and training share.
@@ -174,15 +191,7 @@ class RewardTokenizer:
                 rendered.append(self.chat_template.render(messages))
             except TemplateRefused as e:
                 raise TemplateRefused(e.reason, i) from None
-        framed = [self.chat_template.starts_with_bos(t) for t in rendered]
-        out: list = [None] * len(rendered)
-        for with_bos in (True, False):
-            group = [i for i, f in enumerate(framed) if f == with_bos]
-            if group:
-                encoded = self.tokenizer.encode_batch([rendered[i] for i in group], add_special_tokens=not with_bos)
-                for i, e in zip(group, encoded):
-                    out[i] = e.ids
-        return out
+        return self._encode_rendered(rendered)
 
     def format_text(self, sample: Sample) -> str:
         if sample.messages is not None:

@@ -226,7 +226,8 @@ def prepare(label: str, located: list[tuple[str, dict]]) -> Prepared:
             samples, fields = _best_of_n_samples(row, where)
         else:
             samples = records.row_samples(row)  # as score.py has always read its JSONL kinds
-            fields = {"pair": ("response",), "text": ("text",), "preference": ("chosen", "rejected")}[layout]
+            fields = {"pair": ("response",), "text": ("text",), "messages": ("messages",),
+                      "preference": ("chosen", "rejected")}[layout]
         _check_subset(row, where)
         start = len(out.samples)
         out.samples += samples

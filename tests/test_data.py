@@ -67,9 +67,21 @@ def test_preference_hh_rlhf_transcripts():
     assert chosen.history == [ChatTurn("user", "Hi there"), ChatTurn("bot", "Hello!"), ChatTurn("user", "What is 2+2?")]
 
 
+def test_preference_conversations_as_skywork_publishes_them():
+    chosen = [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}]
+    rejected = [chosen[0], {"role": "assistant", "content": "5"}]
+    [ex] = adapt("preference", {"chosen": chosen, "rejected": rejected})
+    assert ex.samples == [Sample.conversation(chosen), Sample.conversation(rejected)]
+    assert (ex.samples[0].response, ex.samples[1].response) == ("4", "5")
+
+
 @pytest.mark.parametrize("row,match", [
     ({"prompt": "Q", "chosen": "a"}, r"d.jsonl:1: missing field 'rejected' \(fields found: prompt, chosen\)"),
-    ({"prompt": "Q", "chosen": ["a"], "rejected": "b"}, r"d.jsonl:1: field 'chosen' must be a string, got list"),
+    ({"prompt": "Q", "chosen": ["a"], "rejected": "b"},
+     r"d.jsonl:1: chosen\[0\] must be an object with a string 'role' and a string 'content', got \"a\""),
+    ({"chosen": [{"role": "user", "content": "Q"}], "rejected": "b"}, r"d.jsonl:1: field 'rejected' must be a non-empty"),
+    ({"prompt": "Q", "chosen": [{"role": "user", "content": "Q"}], "rejected": [{"role": "user", "content": "R"}]},
+     r"'chosen' and 'rejected' are whole conversations, which hold the prompt"),
     ({"instruction": "Q", "chosen_response": "a"}, r"missing field 'rejected_response'"),
     ({"question": "Q", "answer": "a"}, r"d.jsonl:1: the preference adapter needs .*fields found: question, answer"),
     ({"prompt": "Q", "chosen": "a", "rejected": "b", "margin": "big"}, r"field 'margin' must be a number, got 'big'"),

@@ -133,6 +133,9 @@ CARDS = {
     "oa-deberta": dict(model="microsoft/deberta-v2-xxlarge", loss="ranking", lr=2e-6, schedule="cosine",
                        warmup_steps=600, weight_decay=0.01, max_grad_norm=2.0, batch_size=1, grad_accum=12, epochs=2,
                        max_length=512, precision="fp16", gradient_checkpointing=True),
+    # the report's appendix E: lr 3e-6, constant, global batch 10,240, one epoch, 16,384 tokens
+    "skywork-v2": dict(model="Qwen/Qwen3-0.6B", loss="pairwise", lr=3e-6, schedule="constant", batch_size=8,
+                       grad_accum=1280, epochs=1, max_length=16_384, precision="bf16", gradient_checkpointing=True),
 }
 
 
@@ -267,3 +270,36 @@ def test_oa_deberta_recipe_on_webgpt_summarize_and_hh_rows(tmp_path, bpe_files):
     assert saved["architectures"] == ["DebertaV2ForSequenceClassification"]
     hf = tf.AutoModelForSequenceClassification.from_pretrained(tmp_path / "out").eval()  # transformers loads it
     assert hf.config.num_labels == 1
+
+
+def test_skywork_v2_recipe_trains_a_qwen3_base_on_conversation_pairs(tmp_path):
+    """From a ForCausalLM base (its lm_head dropped, a new score head) on preference rows whose chosen
+    and rejected are conversations, in the recipe's bf16 with checkpointing; a smaller batch than the
+    report's 10,240 pairs a step, as on one CPU."""
+    from test_llm_parity import hf_config
+    from test_llm_templates import CONVERSATIONS, build
+
+    chat_dir, _ = build(tmp_path / "chat", "qwen3")
+    base = tmp_path / "Qwen3-0.6B"
+    base.mkdir()
+    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+        shutil.copy(chat_dir / name, base / name)
+    torch.manual_seed(0)
+    tf.Qwen3ForCausalLM(hf_config("qwen3", vocab_size=400, pad_token_id=0)).save_pretrained(base)
+    rows = [{"chosen": m, "rejected": [*m[:-1], {"role": "assistant", "content": f"No. {i}"}]}
+            for i, m in enumerate(CONVERSATIONS * 4)]
+    data = write_jsonl(tmp_path / "pairs.jsonl", rows)
+    summary = run("skywork-v2", base, tmp_path / "out", data, extra=["--batch-size", "2", "--grad-accum", "2"])
+    assert summary["steps"] == 3 and all(math.isfinite(x) for x in train_losses(tmp_path / "out"))
+    saved = json.loads((tmp_path / "out" / "train_config.json").read_text())
+    assert (saved["lr"], saved["schedule"], saved["precision"]) == (3e-6, "constant", "bf16")
+    cfg = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert cfg["architectures"] == ["Qwen3ForSequenceClassification"] and cfg["num_labels"] == 1
+    trained = tf.AutoModelForSequenceClassification.from_pretrained(tmp_path / "out", dtype=torch.float32).eval()
+    tok = tf.AutoTokenizer.from_pretrained(tmp_path / "out")
+    ids = tok.apply_chat_template(CONVERSATIONS[0], tokenize=True)
+    ids = ids["input_ids"] if hasattr(ids, "keys") else ids
+    expected = trained(torch.tensor([ids])).logits[0, 0].item()
+    got = Scorer.from_pretrained(str(tmp_path / "out"), dtype="float32").score_samples(
+        [__import__("minirm.text.records", fromlist=["Sample"]).Sample.conversation(CONVERSATIONS[0])])[0]
+    assert got == pytest.approx(expected, abs=1e-5)

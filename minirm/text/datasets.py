@@ -30,7 +30,7 @@ from typing import Callable
 from ..errors import MinirmError, first_line
 from ..hub import REPO_ID, cached_snapshot, download_hint, hub_cache_dir, hub_errors, require_hub
 from .formats import ChatTurn
-from .records import Sample, parse_jsonl, transcript_sample
+from .records import Sample, check_messages, parse_jsonl, transcript_sample
 
 DATA_SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".parquet")
 # JSON that `datasets` writes beside the data in a saved or Hub dataset: metadata, not rows
@@ -204,13 +204,22 @@ def preference(row: dict, where: str) -> list[Example]:
     - nicholasKluge/reward-aira-dataset and toxic-aira-dataset: `instruction`, `chosen_response`,
       `rejected_response`;
     - Anthropic/hh-rlhf: `chosen` and `rejected` full transcripts ("\\n\\nHuman: ...\\n\\nAssistant: ..."),
-      each split into (the conversation before its last assistant turn, that turn) as score.py does.
+      each split into (the conversation before its last assistant turn, that turn) as score.py does;
+    - Skywork's preference data and RewardBench 2: `chosen` and `rejected` as whole conversations,
+      lists of {"role", "content"} messages, for models that read a chat template.
 
     An optional numeric `margin` (TRL's RewardTrainer field) becomes Example.margin.
     """
     if any(k in row for k in ("instruction", "chosen_response", "rejected_response")):
         prompt = _text(row, where, "instruction")
         samples = [Sample.pair(prompt, _text(row, where, k)) for k in ("chosen_response", "rejected_response")]
+    elif isinstance(row.get("chosen"), list) or isinstance(row.get("rejected"), list):
+        for key in ("chosen", "rejected"):
+            check_messages(row.get(key), where, key)
+        if "prompt" in row:
+            raise MinirmError(f"{where}: 'chosen' and 'rejected' are whole conversations, which hold the prompt: "
+                              "drop the 'prompt' field, or give chosen and rejected as strings")
+        samples = [Sample.conversation(row[k]) for k in ("chosen", "rejected")]
     elif "chosen" in row or "rejected" in row:
         chosen, rejected = _text(row, where, "chosen"), _text(row, where, "rejected")
         if "prompt" in row:

@@ -101,6 +101,20 @@ RECIPES = {r.name: r for r in [
             batch_size=1, grad_accum=12, epochs=2, max_length=512, precision="fp16", gradient_checkpointing=True,
             eval_fraction=HELD_OUT),
     ),
+    Recipe(
+        # Skywork-Reward-V2's technical report (arXiv 2507.01352), appendix E, final runs: Bradley-Terry,
+        # lr 3e-6 constant, global batch 10,240 pairs, one epoch, 16,384 tokens. Its data (the 26M curated
+        # pairs of SynPref-40M) is not published, so there is none to name. The report does not give the
+        # precision; bf16 is the published weights' dtype. Checkpointing changes memory, not the result.
+        "skywork-v2", adapter="preference",
+        description="Skywork-Reward-V2's final settings (arXiv 2507.01352, app. E); its 26M pairs are not "
+                    "published: bring --data; 10,240 pairs a step = batch x accum x processes (lower --grad-accum "
+                    "by the process count)",
+        settings=dict(
+            model="Qwen/Qwen3-0.6B", loss="pairwise", data=(),
+            lr=3e-6, schedule="constant", batch_size=8, grad_accum=1280, epochs=1, max_length=16_384,
+            precision="bf16", gradient_checkpointing=True, eval_fraction=HELD_OUT),
+    ),
 ]}
 
 

@@ -148,7 +148,7 @@ def test_scorer_tokenizes_and_scores_as_transformers(llm, variant, max_length):
     model_dir, reference = llm(variant)
     scorer = Scorer.from_pretrained(str(model_dir), max_length=max_length, batch_size=3)
     assert scorer.attention == "packed"  # the CPU default
-    tok = tf.AutoTokenizer.from_pretrained(model_dir)
+    tok = tf.AutoTokenizer.from_pretrained(model_dir, truncation_side="left")  # the end kept: minirm's rule
     truncate = dict(truncation=True, max_length=max_length) if max_length else {}
     hf_ids = [tok(t, **truncate)["input_ids"] for t in TEXTS]
     assert scorer.encode([_text(t) for t in TEXTS]) == hf_ids
@@ -169,10 +169,11 @@ EDGE_TEXTS = ["", " ", "\t\n  ", "\n", "Is the sky blue?\n", "Once upon a time "
 @pytest.mark.parametrize("variant", ["llama", "qwen3", "gemma2"])
 def test_empty_blank_and_over_long_texts(llm, variant):
     """An empty text is its BOS alone; blanks are their whitespace tokens; an over-long text is cut
-    at max_length from the right, as transformers' tokenizer(truncation=True) cuts it."""
+    at max_length from the left (its end is where the score is read), as transformers'
+    tokenizer(truncation=True) cuts it with truncation_side="left": BOS stays first."""
     model_dir, reference = llm(variant)
     scorer = Scorer.from_pretrained(str(model_dir), max_length=64)
-    tok = tf.AutoTokenizer.from_pretrained(model_dir)
+    tok = tf.AutoTokenizer.from_pretrained(model_dir, truncation_side="left")
     hf_ids = [tok(t, truncation=True, max_length=64)["input_ids"] for t in EDGE_TEXTS]
     assert hf_ids[0] == [BOS] and len(hf_ids[-1]) == 64
     assert scorer.encode([_text(t) for t in EDGE_TEXTS]) == hf_ids

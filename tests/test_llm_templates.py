@@ -233,3 +233,56 @@ def test_preference_rows_of_whole_conversations(chat_model, variant, tmp_path):
                           "drop the 'prompt' field")]:
         with pytest.raises(MinirmError, match=message):
             rows_to_samples([bad], ["in.jsonl:1"])
+
+
+LONG = [{"role": "system", "content": "You are terse."}] + [
+    {"role": role, "content": f"{'Question' if role == 'user' else 'Answer'} {i}: " + "words " * (1 + i)}
+    for i, role in enumerate(["user", "assistant"] * 4)]
+
+
+@pytest.mark.parametrize("variant", sorted(SETUPS))
+def test_an_over_long_conversation_loses_its_oldest_turns_then_its_start(chat_model, variant):
+    """Past max_length the oldest turns go, whole, after the system message and up to a user turn
+    (as few as fit); the final user turn and the reply always stay. If they alone do not fit,
+    their start is cut, BOS kept. The expected ids are transformers' apply_chat_template of the
+    shortened conversation; score.py's note counts both."""
+    model_dir, _ = chat_model(variant)
+    tok = tf.AutoTokenizer.from_pretrained(model_dir)
+
+    def hf_ids(messages):
+        ids = tok.apply_chat_template(messages, tokenize=True)
+        return ids["input_ids"] if hasattr(ids, "keys") else ids
+
+    system, rest = LONG[:1], LONG[1:]
+    if variant == "gemma2":  # Gemma 2's template refuses a system role
+        system = []
+    full = hf_ids(system + rest)
+    shorter = [hf_ids(system + rest[i:]) for i in (2, 4, 6)]  # from each later user turn
+    max_length = len(shorter[1])  # the turns from the second user turn on fit; from the first they do not
+    assert len(full) > len(shorter[0]) > max_length
+    scorer = Scorer.from_pretrained(str(model_dir), max_length=max_length)
+    [ids] = scorer.encode([Sample.conversation(system + rest)])
+    assert ids == shorter[1]
+    assert scorer.tokenizer.cut == {"turns": 1}
+    tight = Scorer.from_pretrained(str(model_dir), max_length=len(shorter[2]) - 5)
+    [ids] = tight.encode([Sample.conversation(system + rest)])
+    bos = SETUPS[variant][2]
+    expected = shorter[2][-(len(shorter[2]) - 5):]
+    if bos:
+        expected = [tok.convert_tokens_to_ids(bos)] + expected[1:]
+    assert ids == expected and len(ids) == len(shorter[2]) - 5
+    assert tight.tokenizer.cut_note() == (f"1 texts were longer than --max-length {len(shorter[2]) - 5} tokens: "
+                                          "1 were cut from the left")
+
+
+def test_score_py_says_when_conversations_were_cut(chat_model, tmp_path, capsys):
+    from minirm.scoring.cli import main
+
+    model_dir, _ = chat_model("qwen3")
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text(json.dumps({"messages": LONG}) + "\n" + json.dumps({"messages": CONVERSATIONS[0]}) + "\n")
+    ids = tf.AutoTokenizer.from_pretrained(model_dir).apply_chat_template(LONG[:1] + LONG[5:], tokenize=True)
+    fits = len(ids["input_ids"] if hasattr(ids, "keys") else ids)
+    assert main(["--model", str(model_dir), "--input", str(rows), "--max-length", str(fits)]) == 0
+    err = capsys.readouterr().err
+    assert f"note: 1 texts were longer than --max-length {fits} tokens: 1 lost their oldest turns\n" in err

@@ -98,6 +98,7 @@ GEMMA2 = Family(
     options=gemma2_options,
     check=check_decoder,
     pair_input=False,  # one text, its score read at the last token
+    truncation_side="left",  # the end is kept, where the score is read (tokenizer.py)
     chat_template=True,  # a conversation rendered by the tokenizer's chat template
     bf16_when_published=True,  # scored in bf16 when the checkpoint is, as the cards load them
     usable_positions=decoder_positions,

@@ -187,9 +187,12 @@ def run(argv: list[str] | None = None, prog: str = "score.py") -> int:
 
     d, device = setup_distributed(args.device)
     try:
-        return score_file_or_pairs(args, d, device)
-    finally:
-        teardown_distributed()
+        status = score_file_or_pairs(args, d, device)
+    except BaseException:
+        teardown_distributed(finished=False)  # under torchrun: close the process group (devices.py)
+        raise
+    teardown_distributed()
+    return status
 
 
 def score_file_or_pairs(args, d, device) -> int:
@@ -233,6 +236,7 @@ def score_file_or_pairs(args, d, device) -> int:
                                       labels=[f"RESPONSE {i}" for i in range(1, len(args.responses) + 1)])
         if d.main:
             print_scores(args, scores)
+            evaluate.warn(scorer.tokenizer.cut_note())
         return 0
     if d.main:
         evaluate.warn(prepared.dropped_note())
@@ -240,6 +244,7 @@ def score_file_or_pairs(args, d, device) -> int:
     scored, summary = evaluate.evaluate(scorer, prepared, progress=d.main)
     if not d.main:
         return 0  # under torchrun, rank 0 writes the one output, in input order
+    evaluate.warn(scorer.tokenizer.cut_note())  # under torchrun: of rank 0's share
     scored = [evaluate.jsonable(row) for row in scored]
     if args.output:
         records.write_jsonl_atomic(args.output, scored)

@@ -10,8 +10,12 @@
 - GPT-2 reward models read their score at the last token, so they encode one
   pre-formatted text and truncate from the LEFT: the end of the conversation is kept.
 - Decoder LLM reward models (Llama, Qwen, Gemma) read a conversation rendered by their
-  tokenizer's chat template (templates.py, with its BOS rule), truncated from the right as
-  transformers' tokenizer(truncation=True) truncates; a text row is tokenized as it is.
+  tokenizer's chat template (templates.py, with its BOS rule) and score its last token, so a
+  conversation longer than max_length loses its OLDEST turns, whole (after the system message,
+  up to a user turn, so that roles still alternate), re-rendered until it fits; the final user
+  turn and the reply are always kept. If those alone do not fit, their start is cut (left
+  truncation, keeping BOS). A text row is tokenized as it is, cut from the left. `cut` counts
+  what was cut, for score.py's note.
 
 A tokenizer.json may carry its own padding or truncation (sentence-transformers
 checkpoints pin max_length 128, for example). Both are switched off here and replaced by
@@ -20,6 +24,7 @@ ours, so nothing in a tokenizer file silently changes a score.
 
 from __future__ import annotations
 
+import collections
 import json
 from pathlib import Path
 
@@ -59,6 +64,7 @@ class RewardTokenizer:
         tokenizer.no_padding()
         tokenizer.enable_truncation(self.max_length, strategy="longest_first", direction=self.truncation_side)
         self.pad_id = pad_token_id(tokenizer, cfg)
+        self.cut: collections.Counter = collections.Counter()  # what max_length cut: "turns", "start"
         # ids past the embedding table end in an IndexError deep in the model: what every text can
         # emit (the vocabulary, the special tokens framing it, the padding) is checked here, and the
         # added tokens beyond the table, which only some texts hold, per sequence (first_unknown)
@@ -133,9 +139,10 @@ class RewardTokenizer:
             return [e.ids for e in self.tokenizer.encode_batch(texts)]
         return self._encode_rendered(texts)
 
-    def _encode_rendered(self, texts: list[str]) -> list[list[int]]:
+    def _encode_rendered(self, texts: list[str], count: bool = True) -> list[list[int] | None]:
         """Tokenize without the tokenizer's special tokens the texts that start with BOS, with them
-        the others (templates.py): one BOS either way."""
+        the others (templates.py): one BOS either way. A text longer than max_length is cut from
+        the truncation side with its BOS kept (counted in `cut`), or, with count=False, is None."""
         framed = [self.chat_template.starts_with_bos(t) for t in texts]
         out: list = [None] * len(texts)
         for with_bos in (True, False):
@@ -143,8 +150,33 @@ class RewardTokenizer:
             if group:
                 encoded = self.tokenizer.encode_batch([texts[i] for i in group], add_special_tokens=not with_bos)
                 for i, e in zip(group, encoded):
-                    out[i] = e.ids
+                    if e.overflowing and not count:
+                        continue
+                    ids = e.ids
+                    if e.overflowing:
+                        self.cut["start"] += 1
+                        if with_bos and self.truncation_side == "left":  # BOS was the first token cut
+                            ids = [self.tokenizer.token_to_id(self.chat_template.bos), *ids[1:]]
+                    out[i] = ids
         return out
+
+    def _fit_by_turns(self, messages: list[dict], rendered: str) -> list[int]:
+        """The ids of `messages` (rendered as `rendered`), longer than max_length: without their
+        oldest turns, as few dropped as fit (after a system message, up to a user turn); if even
+        the last user turn on does not fit, that shortest conversation with its start cut."""
+        system = messages[:1] if messages and messages[0].get("role") == "system" else []
+        rest = messages[len(system):]
+        shortest = rendered
+        for start in [i for i, m in enumerate(rest) if m.get("role") == "user" and i > 0]:
+            try:
+                shortest = self.chat_template.render(system + rest[start:])
+            except TemplateRefused:
+                continue  # a template that needs what was dropped (a first turn of some kind): drop more
+            ids = self._encode_rendered([shortest], count=False)[0]
+            if ids is not None:
+                self.cut["turns"] += 1
+                return ids
+        return self._encode_rendered([shortest])[0]
 
     def encode_samples(self, samples: list[Sample]) -> list[list[int]]:
         """Format and tokenize, keeping order: the one path that scoring and training share.
@@ -183,7 +215,7 @@ class RewardTokenizer:
                               "tokenizer's chat template, and the tokenizer has none (no chat_template.jinja, no "
                               "chat_template in tokenizer_config.json); pass --tokenizer the model's own tokenizer, "
                               "or give rows of formatted 'text'")
-        rendered = []
+        rendered, conversations = [], []
         for i, sample in enumerate(samples):
             messages = sample.messages if sample.messages is not None else conversation(sample.history or [],
                                                                                         sample.response)
@@ -191,7 +223,21 @@ class RewardTokenizer:
                 rendered.append(self.chat_template.render(messages))
             except TemplateRefused as e:
                 raise TemplateRefused(e.reason, i) from None
-        return self._encode_rendered(rendered)
+            conversations.append(messages)
+        out = self._encode_rendered(rendered, count=False)
+        for i, ids in enumerate(out):
+            if ids is None:  # longer than max_length: the oldest turns go first, then the start
+                out[i] = self._fit_by_turns(conversations[i], rendered[i])
+        return out
+
+    def cut_note(self) -> str | None:
+        """One line on what max_length cut so far, or None."""
+        if not self.cut:
+            return None
+        parts = [f"{n} lost their oldest turns" if what == "turns" else f"{n} were cut from the {self.truncation_side}"
+                 for what, n in sorted(self.cut.items(), reverse=True)]
+        return (f"{sum(self.cut.values())} texts were longer than --max-length {self.max_length} tokens: "
+                + " and ".join(parts))
 
     def format_text(self, sample: Sample) -> str:
         if sample.messages is not None:

@@ -170,8 +170,10 @@ def run(argv: list[str] | None = None, prog: str = "train.py") -> int:
 
     try:
         summary = train(config_from_args(args))
-    finally:
-        teardown_distributed()  # under torchrun: close the process group before exit (see devices.py)
+    except BaseException:
+        teardown_distributed(finished=False)  # under torchrun: close the process group (devices.py)
+        raise
+    teardown_distributed()
     if summary.get("eval") is not None:
         print(json.dumps(summary))
     return 0

@@ -25,6 +25,25 @@ def run_cli(*args, env=None):
                           text=True, cwd=ROOT, timeout=120, env=env)
 
 
+def score_in_one_and_two_processes(common: list[str], out: Path):
+    """score.py `common` --output FILE in one process, then under torchrun in two (CPU, gloo):
+    each run's (output file's bytes, stdout)."""
+    import socket
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    one = subprocess.run([sys.executable, str(ROOT / "score.py"), *common, "--output", str(out / "one.jsonl")],
+                         capture_output=True, text=True, env=env, timeout=120)
+    assert one.returncode == 0, one.stderr
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                          str(port), str(ROOT / "score.py"), *common, "--output", str(out / "two.jsonl")],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert two.returncode == 0, two.stderr[-3000:]
+    return ((out / "one.jsonl").read_bytes(), one.stdout), ((out / "two.jsonl").read_bytes(), two.stdout)
+
+
 def write_jsonl(path: Path, rows) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     return path

@@ -161,30 +161,14 @@ def test_the_pairwise_recipe_trains_a_chat_model_in_bf16_with_checkpointing(qwen
 def test_torchrun_scores_a_chat_model_as_one_process(qwen3, tmp_path):
     """score.py under torchrun (2 CPU processes, gloo) on conversations and pairs: the same output
     file, byte for byte, as one process."""
-    import os
-    import socket
-    import subprocess
-    import sys
-
-    from test_hostile_score import ROOT
+    from test_hostile_score import score_in_one_and_two_processes
 
     model_dir, _ = qwen3
     rows = [{"prompt": p * (1 + i % 3), "response": r, "i": i} for i, (p, r) in enumerate(zip(PROMPTS * 3, RESPONSES * 3))]
     rows += [{"messages": m, "i": 100 + i} for i, m in enumerate(CONVERSATIONS * 2)]
     src = tmp_path / "in.jsonl"
     src.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     common = ["--model", str(model_dir), "--device", "cpu", "--dtype", "float32", "--input", str(src),
               "--batch-size", "2"]
-    one = subprocess.run([sys.executable, str(ROOT / "score.py"), *common, "--output", str(tmp_path / "one.jsonl")],
-                         capture_output=True, text=True, env=env, timeout=120)
-    assert one.returncode == 0, one.stderr
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-                          str(port), str(ROOT / "score.py"), *common, "--output", str(tmp_path / "two.jsonl")],
-                         capture_output=True, text=True, env=env, timeout=300)
-    assert two.returncode == 0, two.stderr[-3000:]
-    assert (tmp_path / "two.jsonl").read_bytes() == (tmp_path / "one.jsonl").read_bytes()
-    assert len((tmp_path / "one.jsonl").read_text().splitlines()) == len(rows)
+    one, two = score_in_one_and_two_processes(common, tmp_path)
+    assert two == one and len(one[0].decode().splitlines()) == len(rows)

@@ -491,33 +491,17 @@ def test_serve_options_fail_before_the_model_loads(make_checkpoint, capsys, monk
 
 def test_torchrun_sharded_scoring_equals_one_process_bit_for_bit(make_checkpoint, tmp_path):
     import json
-    import os
-    import socket
-    import subprocess
-    import sys
 
-    from test_hostile_score import ROOT
+    from test_hostile_score import score_in_one_and_two_processes
 
     rows = [{"prompt": p * (1 + i % 3), "response": r * (1 + i % 4), "i": i}
             for i, (p, r) in enumerate(zip(PROMPTS * 9, RESPONSES * 9))]
     rows += [{"chosen": f"good answer {i}", "rejected": "bad", "prompt": "Q?"} for i in range(7)]
     src = tmp_path / "in.jsonl"
     src.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    model = str(make_checkpoint("bert")[0])
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    common = ["--model", model, "--device", "cpu", "--input", str(src), "--batch-size", "4"]
-    one = subprocess.run([sys.executable, str(ROOT / "score.py"), *common, "--output", str(tmp_path / "one.jsonl")],
-                         capture_output=True, text=True, env=env, timeout=120)
-    assert one.returncode == 0, one.stderr
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-                          str(port), str(ROOT / "score.py"), *common, "--output", str(tmp_path / "two.jsonl")],
-                         capture_output=True, text=True, env=env, timeout=300)
-    assert two.returncode == 0, two.stderr[-3000:]
-    assert (tmp_path / "two.jsonl").read_bytes() == (tmp_path / "one.jsonl").read_bytes()
-    assert one.stdout == two.stdout and '"num_pairs": 7' in one.stdout  # the summary, printed once
+    common = ["--model", str(make_checkpoint("bert")[0]), "--device", "cpu", "--input", str(src), "--batch-size", "4"]
+    one, two = score_in_one_and_two_processes(common, tmp_path)
+    assert two == one and '"num_pairs": 7' in one[1]  # the same file; the summary, printed once
 
 
 # --- hostile requests ----------------------------------------------------------------------------------

@@ -11,14 +11,18 @@ failure, a crash or a hung kernel costs that section only):
                 (bytes read + written). Later throughputs are also given as a share of these.
   kernels       varlen_attention and disentangled_attention, compiled, forward and backward, on a
                 ragged batch, against their references on fp64 copies of the inputs: relative error
-                |out - ref| / |ref| of the output and every gradient, against a threshold per dtype.
+                |out - ref| / |ref| of the output and every gradient, against a threshold per dtype;
+                varlen_attention with grouped K/V heads at a Qwen3-0.6B layer's shape (16 query heads,
+                8 K/V heads of 128, causal, bf16) against SDPA with enable_gqa.
                 Outputs are poisoned with NaN before each call, DeBERTa's dropout is checked with the
                 kernel's own draws. Then the CUDA-only tests (pytest -k compiled_kernels_on_gpu).
   kernel-speed  varlen_attention TFLOP/s, forward and forward + backward, head dims 64 and 128,
                 512 to 16k tokens per sequence, 16k tokens per batch, causal and not, against SDPA's
                 flash backend; on hh-rlhf pair-length batches against SDPA padded with a mask;
                 disentangled_attention at deberta-v2-xxlarge's shape against SDPA with the bias as a
-                mask, time and peak memory. First calls (compile, autotune) are timed apart.
+                mask, time and peak memory; grouped-query attention at the Qwen3 layer's shape
+                against SDPA with enable_gqa and against the kernel with K/V repeated per query
+                head. First calls (compile, autotune) are timed apart.
   scoring       pairs/s of minirm's Scorer (packed, attention on the kernel) against transformers on
                 the same random weights and token ids, bert-base-cased, roberta-base, gpt2 and
                 deberta-v2-xxlarge (1.5B), bf16 then fp32; the scores' largest difference, peak memory.

@@ -76,6 +76,10 @@ THRESHOLDS = {"float32": 1e-4, "float16": 1e-2, "bfloat16": 3e-2}
 # cases, finds its kernels compiled. 1000 tokens: past DeBERTa-xxlarge's 256 position buckets.
 TEST_LENGTHS, TEST_HEADS = [1, 17, 300, 1000, 64, 129], 4
 DRY_LENGTHS, DRY_HEADS = [1, 17, 40], 2
+# Grouped-query attention at a Qwen3-0.6B layer's shape (Skywork-Reward-V2-Qwen3-0.6B): 16 query heads
+# sharing 8 K/V heads of 128, causal, bf16; in a dry run 4 heads sharing 2 (the interpreter is slow).
+GQA = dict(heads=16, kv_heads=8, head_dim=128, causal=True)
+DRY_GQA = dict(heads=4, kv_heads=2, head_dim=64, causal=True)
 # deberta-v2-xxlarge's positions: log buckets 256, max_relative_positions 512, so R has 512 rows
 BUCKETS, MAX_RELATIVE, SPAN = 256, 512, 256
 KERNEL_TESTS = ["tests/test_kernels.py", "tests/test_deberta_kernel.py"]
@@ -84,15 +88,18 @@ DTYPES = ["float16", "bfloat16", "float32"]
 
 
 def kernel_cases(dry_run: bool) -> list[dict]:
-    """Every head dim x dtype x causal (varlen) or x dropout (DeBERTa); in a dry run, a few that
-    cover each code path once."""
+    """Every head dim x dtype x causal (varlen) or x dropout (DeBERTa), and varlen with grouped K/V
+    heads at a Qwen3 layer's shape (checked against SDPA's own GQA); in a dry run, a few that cover
+    each code path once."""
     if dry_run:
         return [dict(kernel="varlen", head_dim=64, dtype="float16", causal=True),
                 dict(kernel="varlen", head_dim=128, dtype="bfloat16", causal=False),
+                dict(kernel="varlen-gqa", dtype="bfloat16", **DRY_GQA),
                 dict(kernel="deberta", head_dim=64, dtype="bfloat16", dropout=0.1),
                 dict(kernel="deberta", head_dim=64, dtype="float32", dropout=0.0)]
     return ([dict(kernel="varlen", head_dim=d, dtype=t, causal=c) for d in (64, 128) for t in DTYPES
              for c in (False, True)]
+            + [dict(kernel="varlen-gqa", dtype="bfloat16", **GQA)]
             + [dict(kernel="deberta", head_dim=d, dtype=t, dropout=p) for d in (64, 128) for t in DTYPES
                for p in (0.0, 0.1)])
 
@@ -102,7 +109,7 @@ def kernels(ctx: Context) -> None:
     ctx.figures["thresholds"] = THRESHOLDS
     ctx.figures["reference"] = ("varlen_attention_reference / disentangled_attention_reference on fp64 copies of the "
                                 "inputs (they compute in fp32 inside); DeBERTa dropout with the kernel's own draws "
-                                "(dropout_keep_mask)")
+                                "(dropout_keep_mask); varlen-gqa: SDPA with enable_gqa per sequence, on fp64 copies")
     ctx.figures["batch"] = f"lengths {DRY_LENGTHS if ctx.dry_run else TEST_LENGTHS}, " \
                            f"{DRY_HEADS if ctx.dry_run else TEST_HEADS} heads, fresh random inputs per case"
     if ctx.device.type != "cuda":
@@ -141,15 +148,26 @@ def check_kernel(ctx: Context, index: int) -> dict:
     generator = torch.Generator(device=ctx.device).manual_seed(seed)
     dtype = getattr(torch, case["dtype"])
     lengths = DRY_LENGTHS if ctx.dry_run else TEST_LENGTHS
-    heads, head_dim = DRY_HEADS if ctx.dry_run else TEST_HEADS, case["head_dim"]
+    heads, head_dim = case.get("heads", DRY_HEADS if ctx.dry_run else TEST_HEADS), case["head_dim"]
+    kv_heads = case.get("kv_heads", heads)
     longest, tokens = max(lengths), sum(lengths)
 
     def rand(*shape):
         return torch.randn(*shape, generator=generator, device=ctx.device).to(dtype).requires_grad_()
 
-    inputs = [rand(tokens, heads, head_dim) for _ in range(3)]
+    inputs = [rand(tokens, heads, head_dim), rand(tokens, kv_heads, head_dim), rand(tokens, kv_heads, head_dim)]
     cu_seqlens = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()], dtype=torch.int32, device=ctx.device)
-    if case["kernel"] == "varlen":
+    if case["kernel"] == "varlen-gqa":
+        from minirm.kernels.attention import varlen_attention
+
+        names = ["out", "dq", "dk", "dv"]
+
+        def kernel(xs):
+            return varlen_attention(*xs, cu_seqlens, longest, causal=case["causal"])
+
+        def reference(xs):
+            return sdpa_gqa(*xs, cu_seqlens.tolist(), case["causal"])
+    elif case["kernel"] == "varlen":
         from minirm.kernels.attention import varlen_attention, varlen_attention_reference
 
         names = ["out", "dq", "dk", "dv"]
@@ -179,8 +197,11 @@ def check_kernel(ctx: Context, index: int) -> dict:
             return disentangled_attention_reference(*xs[:3], cu_seqlens, *xs[3:], c2p_rows, p2c_rows, dropout_p=p,
                                                     dropout_masks=masks)
 
-    # the sizes the wrappers' torch.empty asks for: q-sized outputs and gradients, fp32 (heads, tokens) LSE
+    # the sizes the wrappers' torch.empty asks for: q-sized outputs and gradients, fp32 (heads, tokens) LSE,
+    # and with grouped heads the smaller dk and dv
     sizes = [inputs[0].numel() * inputs[0].element_size(), heads * tokens * 4]
+    if kv_heads != heads:
+        sizes.append(inputs[1].numel() * inputs[1].element_size())
     poisoned = ctx.poison(sizes)
     out = kernel(inputs)
     grad_out = torch.randn(out.shape, generator=generator, device=ctx.device).to(dtype)
@@ -194,6 +215,21 @@ def check_kernel(ctx: Context, index: int) -> dict:
     worst = max((error if math.isfinite(error) else math.inf) for error in errors.values())
     return {**case, "seed": seed, "poisoned": poisoned, "max_error": worst,
             "passed": worst <= THRESHOLDS[case["dtype"]], **{f"error_{name}": error for name, error in errors.items()}}
+
+
+def sdpa_gqa(q, k, v, bounds: list[int], causal: bool):
+    """(tokens, heads, hd) attention over (tokens, kv_heads, hd) keys and values by torch's own GQA
+    (scaled_dot_product_attention with enable_gqa), one sequence at a time: the reference of the
+    varlen-gqa case, independent of minirm's."""
+    import torch
+    import torch.nn.functional as F
+
+    outputs = []
+    for start, end in zip(bounds[:-1], bounds[1:]):
+        q_seq, k_seq, v_seq = (x[start:end].transpose(0, 1)[None] for x in (q, k, v))  # (1, heads, L, hd)
+        out = F.scaled_dot_product_attention(q_seq, k_seq, v_seq, is_causal=causal, enable_gqa=True)
+        outputs.append(out[0].transpose(0, 1))
+    return torch.cat(outputs)
 
 
 def relative_error(actual, expected) -> float:
@@ -253,14 +289,18 @@ SPEED_DTYPE = "bfloat16"
 FIXED = {False: ([512, 1024, 2048, 4096, 8192, 16384], 16384, 2048), True: ([32], 64, 128)}
 REAL = {False: (32, 4, 512, 12, 64), True: (4, 1, 48, 2, 64)}
 DEBERTA = {False: ([512, 2048], 16384, 24), True: ([32], 64, 2)}
+# grouped-query attention at GQA's shape (DRY_GQA's in a dry run): (lengths, tokens per batch)
+GQA_SPEED = {False: ([1024, 4096], 16384), True: ([32], 64)}
 
 
 def speed_cases(dry_run: bool) -> list[dict]:
-    """Real pair lengths first, then DeBERTa at xxlarge's shape, then the fixed-length sweep,
-    non-causal (the encoders') before causal: if the budget runs out, causal head dim 128 goes first."""
+    """Real pair lengths first, then DeBERTa at xxlarge's shape, then grouped-query attention at a
+    Qwen3 layer's shape, then the fixed-length sweep, non-causal (the encoders') before causal: if
+    the budget runs out, causal head dim 128 goes first."""
     lengths = FIXED[dry_run][0]
     return ([dict(kind="real", causal=c) for c in (False, True)]
             + [dict(kind="deberta", seq_len=n) for n in DEBERTA[dry_run][0]]
+            + [dict(kind="gqa", seq_len=n) for n in GQA_SPEED[dry_run][0]]
             + [dict(kind="fixed", head_dim=d, causal=c, seq_len=n) for c in (False, True) for d in (64, 128)
                for n in lengths])
 
@@ -271,10 +311,10 @@ def kernel_speed(ctx: Context) -> None:
     ctx.figures["flops"] = ("forward 4 * sum(L^2) * heads * head_dim, halved if causal; fwd+bwd 3.5 x forward; "
                             "padding not counted (python -m minirm.kernels.bench's rule)")
     ctx.parallel(speed_case, len(cases), warm=True, timeout_s=0.3 * ctx.time_left())
-    for kind, group in (("real", "real_lengths"), ("deberta", "deberta"), ("fixed", "fixed")):
+    for kind, group in (("real", "real_lengths"), ("deberta", "deberta"), ("gqa", "gqa"), ("fixed", "fixed")):
         ctx.each(group, [case for case in cases if case["kind"] == kind], lambda case: speed_rows(ctx, case),
                  label=lambda case: " ".join(f"{k}={v}" for k, v in case.items() if k != "kind"))
-    firsts = [row.get("triton_first_call_s") for group in ("real_lengths", "deberta", "fixed")
+    firsts = [row.get("triton_first_call_s") for group in ("real_lengths", "deberta", "gqa", "fixed")
               for row in ctx.figures.get(group, [])]
     ctx.figures["triton_first_calls_s"] = round(sum(s for s in firsts if s is not None), 2)
     if ctx.device.type != "cuda":
@@ -290,7 +330,8 @@ def speed_rows(ctx: Context, case: dict) -> list[dict]:
     import minirm.kernels.bench as bench
 
     bench.DEVICE = str(ctx.device)  # bench's providers allocate on bench.DEVICE
-    return {"real": real_rows, "deberta": deberta_rows, "fixed": fixed_rows}[case["kind"]](ctx, case, bench)
+    return {"real": real_rows, "deberta": deberta_rows, "gqa": gqa_rows, "fixed": fixed_rows}[case["kind"]](
+        ctx, case, bench)
 
 
 def flash_only(run):
@@ -340,6 +381,55 @@ def fixed_rows(ctx: Context, case: dict, bench) -> list[dict]:
         rows.append(dict(head_dim=head_dim, heads=heads, causal=causal, seq_len=seq_len, batch=len(lengths), mode=mode,
                          triton_tflops=triton, sdpa_flash_tflops=sdpa, speedup=ratio(triton, sdpa),
                          triton_share=ctx.share(triton), sdpa_flash_share=ctx.share(sdpa), triton_first_call_s=first))
+    return rows
+
+
+def gqa_rows(ctx: Context, case: dict, bench) -> list[dict]:
+    """varlen_attention with grouped K/V heads (read in place) against SDPA's own GQA (enable_gqa:
+    FlashAttention where it takes it) on equal lengths, and against the kernel on the same queries
+    with K/V repeated to one head per query head (what grouping saves or costs the kernel)."""
+    import torch
+    import torch.nn.functional as F
+
+    from minirm.kernels.attention import varlen_attention
+
+    shape = DRY_GQA if ctx.dry_run else GQA
+    heads, kv_heads, head_dim, causal = shape["heads"], shape["kv_heads"], shape["head_dim"], shape["causal"]
+    seq_len, count = case["seq_len"], max(1, GQA_SPEED[ctx.dry_run][1] // case["seq_len"])
+    lengths, total = [seq_len] * count, seq_len * count
+    dtype, device = getattr(torch, SPEED_DTYPE), ctx.device
+
+    def tensor(*shape):
+        return torch.randn(*shape, device=device, dtype=dtype, requires_grad=True)
+
+    cu_seqlens = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()], dtype=torch.int32, device=device)
+    grouped = [tensor(total, heads, head_dim), tensor(total, kv_heads, head_dim), tensor(total, kv_heads, head_dim)]
+    repeated = [tensor(total, heads, head_dim) for _ in range(3)]
+    padded = [tensor(count, h, seq_len, head_dim) for h in (heads, kv_heads, kv_heads)]  # equal lengths: no mask
+
+    def kernel(xs):
+        return lambda: [varlen_attention(*xs, cu_seqlens, seq_len, causal=causal)]
+
+    def sdpa():
+        return [F.scaled_dot_product_attention(*padded, is_causal=causal, enable_gqa=True)]
+
+    rows = []
+    for mode in MODES:
+        flops = bench.attention_flops(lengths, heads, head_dim, causal, mode)  # per query head, as for MHA
+        first, grouped_ms, _ = measure(ctx, bench, kernel(grouped), grouped, mode)
+        _, repeated_ms, _ = measure(ctx, bench, kernel(repeated), repeated, mode)
+        sdpa_ms, backend = None, None
+        if not ctx.warming:
+            try:
+                sdpa_ms, backend = measure(ctx, bench, flash_only(sdpa), padded, mode)[1], "flash"
+            except RuntimeError:  # this torch's FlashAttention does not take enable_gqa: SDPA's own choice
+                sdpa_ms, backend = measure(ctx, bench, sdpa, padded, mode)[1], "default"
+        triton, sdpa_tflops = tflops(flops, grouped_ms), tflops(flops, sdpa_ms)
+        rows.append(dict(seq_len=seq_len, batch=len(lengths), heads=heads, kv_heads=kv_heads, head_dim=head_dim,
+                         causal=causal, mode=mode, triton_tflops=triton,
+                         triton_repeated_kv_tflops=tflops(flops, repeated_ms), sdpa_gqa_tflops=sdpa_tflops,
+                         sdpa_backend=backend, speedup=ratio(triton, sdpa_tflops),
+                         triton_share=ctx.share(triton), triton_first_call_s=first))
     return rows
 
 

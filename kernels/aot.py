@@ -23,15 +23,20 @@ cubin's resource usage; this module turns that into one row per variant:
   that ``compile_table.choose`` picks for the running Triton).
 * a variant of ``backward_preprocess`` has no causal flag and no BLOCK_N (null in JSON);
   its BLOCK_M is its token block.
+* the forward, dK/dV and dQ varlen kernels appear twice: under their names as a launch without
+  grouped-query attention compiles them (Triton specialises ``group_size == 1`` to a constant),
+  and as ``forward_gqa``, ``backward_dkdv_gqa``, ``backward_dq_gqa`` as a grouped launch does
+  (``group_size`` a runtime value); a launch prunes with the rows of its own kind
+  (``minirm.kernels.attention.table_name``).
 
 A variant is one kernel x head dim x dtype x causal x autotune config x architecture: exactly
 what the package can launch on a GPU. Compiling takes 1-10 s per variant, so the sweep runs in
 a process pool (``--jobs``, default: all cores) and every result is cached in a JSON file
 (``~/.cache/minirm/aot-cache.json``; ``$XDG_CACHE_HOME`` is honoured) keyed by a hash of the
-kernels' source (every @triton.jit function, helpers included), the variant and the Triton
-version: a warm sweep takes about a second, a cold one of every kernel (~2,900 variants) about
-an hour on two cores. Editing a kernel recompiles everything (the kernels share their helpers);
-adding a config compiles only its variants.
+kernel's source (its @triton.jit function and the helpers and constants it uses), the variant and
+the Triton version: a warm sweep takes about a second, a cold one of every kernel (~4,000 variants)
+well over an hour on two cores. Editing a kernel recompiles its variants only (editing a shared helper,
+those of every kernel that uses it); adding a config compiles only its variants.
 
 Stopping: Ctrl-C (or SIGTERM) stops the sweep at once, with one line, exit status 130 (143).
 The workers ignore the terminal's Ctrl-C and run in process groups of their own, so the parent
@@ -42,9 +47,13 @@ scratch folder left by a run that was killed outright is removed by the next run
 
 ``--write-table`` writes ``kernels/compile_report/triton-<version>.json`` for the running Triton
 from a sweep of every kernel (on every architecture, or those given with ``--arch``): the figures
-behind the per-architecture pruning in ``minirm.kernels.attention``, stamped with the kernel source
-hash; kernels/compile_table.py says which table a launch prunes with, and tests/test_kernels_aot.py
-checks that every table is current and, for the running Triton, truthful.
+behind the per-architecture pruning in ``minirm.kernels.attention``, stamped with each kernel's
+source hash (``source_hashes``, by report name). The rows of the table it replaces whose kernel's
+hash still matches are kept as they are; only the variants of kernels whose source changed (or
+that the table lacks: a new config, an architecture) are compiled, so an edit to the varlen
+kernels does not recompile DeBERTa's. kernels/compile_table.py says which table a launch prunes
+with, and tests/test_kernels_aot.py checks that every table is current and, for the running
+Triton, truthful.
 """
 
 import argparse
@@ -76,7 +85,11 @@ DEBERTA_FLAGS = {"": (True, True, False), "_c2p": (True, False, False), "_p2c": 
                  "_dropout": (True, True, True)}  # name suffix: (HAS_C2P, HAS_P2C, DROPOUT)
 DEBERTA_KERNELS = tuple(f"deberta_{kernel}{suffix}" for kernel in ("forward", "backward_dkdv", "backward_dq")
                         for suffix in DEBERTA_FLAGS)
-KERNELS = ("forward", "backward_preprocess", "backward_dkdv", "backward_dq") + DEBERTA_KERNELS
+# The varlen kernels twice: as a launch without grouped-query attention compiles them (Triton turns
+# group_size == 1 into a constant, and the dK/dV loop over the group into one iteration), and, with
+# _gqa, as a grouped launch does (group_size a runtime value). minirm.kernels.attention.table_name.
+VARLEN_GQA_KERNELS = ("forward_gqa", "backward_dkdv_gqa", "backward_dq_gqa")
+KERNELS = ("forward", "backward_preprocess", "backward_dkdv", "backward_dq") + VARLEN_GQA_KERNELS + DEBERTA_KERNELS
 FIELDS = ("kernel", "arch", "head_dim", "dtype", "causal", "BLOCK_M", "BLOCK_N", "num_warps", "num_stages",
           "compiled", "registers", "spill_bytes", "shared_bytes", "autotune")
 VARIANT_FIELDS = FIELDS[:9]
@@ -90,13 +103,14 @@ _FP32_TENSOR_ARGS = {"LSE", "Delta", "dC2P", "dP2C"}
 _TABLE_ARGS = {"C2P", "P2C"}  # DeBERTa's relative tables: fp32 for fp16 inputs, the input dtype otherwise
 _INT32_TENSOR_ARGS = {"cu_seqlens", "tile_seq", "seq_first_tile", "C2P_ROWS", "P2C_ROWS"}
 _FLOAT_ARGS = {"softmax_scale", "softmax_scale_log2", "dropout_p"}
-_INT_ARGS = {"stride_token", "stride_head", "total_tokens", "max_seqlen_bucket", "num_seqs", "stride_table_head",
-             "stride_table", "distance_offset", "dropout_seed"}
+_INT_ARGS = {"stride_token", "stride_head", "stride_kv_token", "stride_kv_head", "group_size", "total_tokens",
+             "max_seqlen_bucket", "num_seqs", "stride_table_head", "stride_table", "distance_offset", "dropout_seed"}
 # At launch Triton marks an int argument divisible by 16 (and a pointer 16-byte aligned) as
 # such and specialises the kernel on it. These always are: torch allocations are aligned, the
 # kernels' tensors are contiguous (total_tokens, heads, head_dim) with head_dim in 16..128, and
-# max_seqlen_bucket is a power of two >= 64. total_tokens and num_seqs are arbitrary.
-_DIVISIBLE_INT_ARGS = {"stride_token", "stride_head", "max_seqlen_bucket"}
+# max_seqlen_bucket is a power of two >= 64. total_tokens and num_seqs are arbitrary, and so is
+# group_size in the _gqa kernels (query heads per K/V head; 1 in the others, see VARLEN_GQA_KERNELS).
+_DIVISIBLE_INT_ARGS = {"stride_token", "stride_head", "stride_kv_token", "stride_kv_head", "max_seqlen_bucket"}
 
 
 def _attention():
@@ -119,6 +133,9 @@ def kernel_functions():
         "backward_preprocess": attention._attention_backward_preprocess_kernel,
         "backward_dkdv": attention._attention_backward_dkdv_kernel,
         "backward_dq": attention._attention_backward_dq_kernel,
+        "forward_gqa": attention._attention_forward_kernel,
+        "backward_dkdv_gqa": attention._attention_backward_dkdv_kernel,
+        "backward_dq_gqa": attention._attention_backward_dq_kernel,
         **{f"deberta_forward{suffix}": deberta._deberta_forward_kernel for suffix in DEBERTA_FLAGS},
         **{f"deberta_backward_dkdv{suffix}": deberta._deberta_backward_dkdv_kernel for suffix in DEBERTA_FLAGS},
         **{f"deberta_backward_dq{suffix}": deberta._deberta_backward_dq_kernel for suffix in DEBERTA_FLAGS},
@@ -138,6 +155,9 @@ def kernel_configs():
         "backward_preprocess": [(attention._PREPROCESS_BLOCK_T, None, 4, 3)],
         "backward_dkdv": tuples(attention._DKDV_CONFIGS),
         "backward_dq": tuples(attention._DQ_CONFIGS),
+        "forward_gqa": tuples(attention._FORWARD_CONFIGS),
+        "backward_dkdv_gqa": tuples(attention._DKDV_CONFIGS),
+        "backward_dq_gqa": tuples(attention._DQ_CONFIGS),
         **{f"deberta_forward{suffix}": tuples(deberta._DEBERTA_FORWARD_CONFIGS) for suffix in DEBERTA_FLAGS},
         **{f"deberta_backward_dkdv{suffix}": tuples(deberta._DEBERTA_DKDV_CONFIGS) for suffix in DEBERTA_FLAGS},
         **{f"deberta_backward_dq{suffix}": tuples(deberta._DEBERTA_DQ_CONFIGS) for suffix in DEBERTA_FLAGS},
@@ -245,6 +265,11 @@ def _signature(function, variant):
         if name in constexpr_values and function.params[index].is_constexpr:
             signature[name] = "constexpr"
             constexprs[name] = constexpr_values[name]
+            continue
+        if name == "group_size" and variant["kernel"] not in VARLEN_GQA_KERNELS:
+            # what a launch without GQA compiles: Triton specialises an int argument equal to 1 to a constant
+            signature[name] = "constexpr"
+            constexprs[name] = 1
             continue
         if name in _TENSOR_ARGS:
             signature[name] = f"*{dtype}"
@@ -451,8 +476,9 @@ def _save_cache(path, cache):
     os.replace(temporary, path)
 
 
-def compile_all(variants, jobs=None, cache_path=None, progress=None):
+def compile_all(variants, jobs=None, cache_path=None, progress=None, source_hashes=None):
     """Compile variants (cached, in parallel); returns (results in variant order, stats dict).
+    `source_hashes` ({kernel: hash}) keys the cache; by default, the present source's.
 
     Each result is the variant plus compiled/registers/spill_bytes/shared_bytes (and error when
     it did not compile). Works from a process whose kernels run in the interpreter too: the
@@ -460,7 +486,7 @@ def compile_all(variants, jobs=None, cache_path=None, progress=None):
     """
     import triton
 
-    source_hashes = {kernel: kernel_source_hash(kernel) for kernel in KERNELS}
+    source_hashes = source_hashes or {kernel: kernel_source_hash(kernel) for kernel in KERNELS}
     cache = _load_cache(cache_path) if cache_path else {}
     keys = [_cache_key(variant, source_hashes, triton.__version__) for variant in variants]
     results = {key: cache[key] for key in keys if key in cache}
@@ -506,6 +532,23 @@ def compile_all(variants, jobs=None, cache_path=None, progress=None):
         result = {name: value for name, value in results[key].items() if name != "seconds"}
         rows.append(dict(variant, **result))
     return rows, stats
+
+
+def current_table_rows(variants, triton_version, source_hashes, directory=None):
+    """{variant key: row} of the running Triton's committed table, for the variants whose kernel's
+    source hash (`source_hashes`: {kernel: hash} of the present source) is the one the table was
+    stamped with, on an architecture the table covers: what --write-table keeps instead of
+    compiling again."""
+    from minirm.kernels import compile_table
+
+    path = compile_table.table_path(triton_version, directory or compile_table.TABLE_DIR)
+    if not path.exists():
+        return {}
+    table = compile_table.read(path)
+    stamped = table.get("source_hashes", {})
+    rows = {variant_key(row): row for row in table["rows"]
+            if row["arch"] in table["archs"] and stamped.get(row["kernel"]) == source_hashes.get(row["kernel"])}
+    return {key: rows[key] for key in map(variant_key, variants) if key in rows}
 
 
 def report_rows(results):
@@ -621,6 +664,12 @@ def _sweep(args, counted):
     import triton
 
     variants = [variant for variant in all_variants(archs) if variant["kernel"] in kernels]
+    # Hashed once, before anything compiles: the table's stamp must name the source the workers
+    # compiled (the cache keys do too), even if a kernel file is edited while a long sweep runs
+    # (inspect reads the source from the file, by line number, when it is asked).
+    source_hashes = {kernel: kernel_source_hash(kernel) for kernel in KERNELS}
+    # --write-table keeps the rows of the table it replaces whose kernel did not change
+    kept = current_table_rows(variants, triton.__version__, source_hashes) if args.write_table else {}
     cache_path = counted["cache"] = None if args.no_cache else (args.cache or default_cache_path())
     jobs = args.jobs or os.cpu_count() or 1
     started = time.monotonic()
@@ -643,7 +692,10 @@ def _sweep(args, counted):
             print(f"  compiled {done}/{total} ({100 * done / total:.0f}%), {duration(elapsed)} elapsed{left}{status}",
                   file=sys.stderr, flush=True)
 
-    results, stats = compile_all(variants, jobs=args.jobs, cache_path=cache_path, progress=progress)
+    swept, stats = compile_all([variant for variant in variants if variant_key(variant) not in kept],
+                               jobs=args.jobs, cache_path=cache_path, progress=progress, source_hashes=source_hashes)
+    swept = {variant_key(result): result for result in swept}
+    results = [kept.get(variant_key(variant)) or swept[variant_key(variant)] for variant in variants]
     rows = report_rows(results)
     if args.json:
         print(json.dumps(rows, indent=1))
@@ -651,10 +703,10 @@ def _sweep(args, counted):
         print(format_table(rows))
         print(summary(rows))
     if not args.quiet:
-        print(f"\n{stats['variants']} variants, {stats['cached']} from the cache, {stats['compiled']} compiled "
+        from_table = f"{len(kept)} kept from the table (kernel unchanged), " if args.write_table else ""
+        print(f"\n{len(variants)} variants, {from_table}{stats['cached']} from the cache, {stats['compiled']} compiled "
               f"in {stats['wall_seconds']:.1f} s wall ({stats['compile_seconds']:.0f} s of compiling, "
-              f"{args.jobs or os.cpu_count()} processes); triton {triton.__version__}, kernels "
-              f"{kernel_source_hash()}", file=sys.stderr)
+              f"{args.jobs or os.cpu_count()} processes); triton {triton.__version__}", file=sys.stderr)
     failed = [row for row in results if not row["compiled"]]
     if args.write_table:
         from minirm.kernels import compile_table
@@ -662,7 +714,7 @@ def _sweep(args, counted):
         if failed:
             print(f"not writing the table: {len(failed)} variants did not compile", file=sys.stderr)
             return 1
-        path = compile_table.write(rows, kernel_source_hash(), triton.__version__, archs)
+        path = compile_table.write(rows, source_hashes, triton.__version__, archs)
         print(f"wrote {path}", file=sys.stderr)
     return 1 if failed else 0
 

@@ -9,19 +9,23 @@ tokens of all sequences back to back and describe where each sequence starts wit
     cu_seqlens  = [0, 3, 4, 8]        # int32, batch + 1 entries, starts at 0
     q, k, v     : (total_tokens=8, heads, head_dim)
 
-Sequence ``b`` owns rows ``cu_seqlens[b]:cu_seqlens[b + 1]`` and attends only to itself.
+Sequence ``b`` owns rows ``cu_seqlens[b]:cu_seqlens[b + 1]`` and attends only to itself. k and v
+may have fewer heads than q (grouped-query attention, as Llama 3, Mistral and Qwen use it): with
+``kv_heads`` dividing ``heads``, query head h reads K/V head ``h // group_size``, ``group_size =
+heads // kv_heads``. K and V are read in place, with their own strides, never repeated per query head.
 
 How the kernels are organised (one program instance = one tile of work):
 
-* forward      one program per (query block of one sequence, head). It streams over the
-               key/value blocks of its sequence, keeping a running softmax ("online softmax"), so
+* forward      one program per (query block of one sequence, query head). It streams over the
+               key/value blocks of its sequence (of its K/V head), keeping a running softmax ("online softmax"), so
                the (L x L) score matrix never exists in memory. It writes the output and the
                log-sum-exp (LSE) of every query row.
 * backward     1. ``_attention_backward_preprocess_kernel``: delta = rowsum(dO * O) per token.
-               2. ``_attention_backward_dkdv_kernel``: one program per key block; it walks over
-                  the query blocks and accumulates dK and dV in registers.
-               3. ``_attention_backward_dq_kernel``: one program per query block; it walks over
-                  the key blocks and accumulates dQ. Splitting dQ from dK/dV means every output
+               2. ``_attention_backward_dkdv_kernel``: one program per (key block, K/V head); it
+                  walks over the query blocks of each query head of its group, one head after
+                  another, and accumulates dK and dV in registers.
+               3. ``_attention_backward_dq_kernel``: one program per (query block, query head); it
+                  walks over the key blocks and accumulates dQ. Splitting dQ from dK/dV means every output
                   element is written by exactly one program: no atomics, deterministic results.
                Both recompute the attention probabilities from Q, K and the saved LSE instead of
                storing them.
@@ -90,6 +94,36 @@ dim 64. Speed could not be measured here (no GPU): these are compile-time effect
 * Plain dtypes on the GPU. The interpreter's bf16 workaround (DOT_DTYPE) moved to the host
   (_kernel_dtype): under TRITON_INTERPRET, bf16 tensors are widened to fp32 before the launch
   and results rounded back; the kernels multiply tiles in the dtype they load.
+
+Design notes: what grouped-query attention cost (issue 26)
+----------------------------------------------------------
+Same figures as above (``python -m minirm.kernels.aot``, triton 3.9.0, per thread, sm_80 and
+sm_90, 192 variants per kernel and architecture); no GPU, so no timings. The forward and dQ
+programs stay one per (block, query head) and read K/V head ``head // group_size`` with K/V's own
+strides; the dK/dV program is one per (key block, K/V head) and loops over its group's query
+heads, dk and dv staying in registers across the loop (no atomics, deterministic). group_size is
+a runtime argument, and Triton specialises an int argument equal to 1 to a constant, so a launch
+without GQA compiles the group loop as one iteration: the report compiles each kernel both ways
+(``forward`` ... as launched without GQA, ``forward_gqa`` ... with it; ``table_name``).
+
+* Without GQA, unchanged: 371 of 384 forward, 293 of 384 dK/dV and 372 of 384 dQ variants have
+  the registers, spill and shared memory of before; the rest move by -22 to +14 registers
+  (K/V's strides are arguments of their own). Median / worst registers per kernel do not move
+  (forward 128 / 255 on sm_80, 103 / 255 on sm_90; dK/dV 128 / 255; dQ 126.5 and 105 / 255).
+  Three dK/dV configs changed sides (16 x 32, one stage: head dim 16 fp16/bf16 causal on sm_90 now
+  spill 8 bytes, head dim 32 fp32 causal on sm_80 no longer does).
+* With GQA, the loop costs registers in dK/dV: median 128 -> 168 (sm_80) and 128 -> 129.5
+  (sm_90) over all variants; over the configs clean both before and with GQA, a median +14 and
+  +8, at most +63. Spilling variants 38 -> 56 (sm_80) and 39 -> 47 (sm_90), configs offered to
+  the autotuner 154 -> 136 and 153 -> 145 of 192; fp32 at head dim 128 on sm_80 keeps no clean
+  config and runs its least-spilling one (16 x 32, one stage, 16 bytes of stack). Forward and
+  dQ barely move (median +0; at most +36 and +32 registers; no clean config starts spilling).
+  The worst (255 registers) stays, and the largest spills barely move.
+* Triton 3.6.0 (sm_90) agrees: dK/dV with GQA a median +8 registers on configs clean both ways,
+  configs offered 148 -> 141 of 192; forward and dQ +0; every variant keeps a clean config.
+* Not tried: a constexpr group size (an unrolled loop, perhaps fewer registers, but a set of
+  variants per group size to compile and table) and a flattened (head, block) loop (one
+  pipelined loop, but a wrap-around per iteration that a launch without GQA would pay too).
 """
 
 import math
@@ -135,6 +169,8 @@ def _locate_tile(tile_seq, seq_first_tile, cu_seqlens, num_seqs, BLOCK: tl.const
     return seq_start, seq_len, tile_start
 
 
+# DeBERTa's kernels (kernels/deberta.py) take their head from the grid; the varlen kernels name it
+# (grouped-query attention: _token_head_offset).
 @triton.jit
 def _head_offset(seq_start, stride_token, stride_head):
     """Offset of (token 0 of the sequence, this program's head) in a (tokens, heads, HEAD_DIM) tensor.
@@ -146,6 +182,16 @@ def _head_offset(seq_start, stride_token, stride_head):
     stride_token = tl.multiple_of(stride_token, 16)
     stride_head = tl.multiple_of(stride_head, 16)
     return seq_start.to(tl.int64) * stride_token + tl.program_id(1) * stride_head
+
+
+@triton.jit
+def _token_head_offset(seq_start, head, stride_token, stride_head):
+    """Offset of (token 0 of the sequence, `head`) in a (tokens, heads, HEAD_DIM) tensor: int64, with the
+    hints of _head_offset. The varlen kernels name the head themselves, since q's head and the K/V
+    head it reads differ under grouped-query attention (and K/V have strides of their own)."""
+    stride_token = tl.multiple_of(stride_token, 16)
+    stride_head = tl.multiple_of(stride_head, 16)
+    return seq_start.to(tl.int64) * stride_token + head * stride_head
 
 
 @triton.jit
@@ -231,11 +277,14 @@ def _forward_key_blocks(acc, row_max, row_sum, q, K, V, offs_m, offs_d, stride_t
 
 @triton.jit
 def _attention_forward_kernel(
-    Q, K, V, Out, LSE,  # Q, K, V, Out: (total_tokens, heads, HEAD_DIM); LSE: (heads, total_tokens) fp32
+    Q, K, V, Out, LSE,  # Q, Out: (total_tokens, heads, HEAD_DIM); K, V: (total_tokens, kv_heads, HEAD_DIM);
+    #                     LSE: (heads, total_tokens) fp32
     cu_seqlens,  # (num_seqs + 1,) int32
     tile_seq, seq_first_tile, num_seqs,  # the tile map (see _locate_tile)
     softmax_scale_log2,  # softmax_scale * log2(e): scores come out in base-2 units
-    stride_token, stride_head,  # strides shared by Q, K, V and Out (all contiguous)
+    stride_token, stride_head,  # strides of Q and Out (contiguous)
+    stride_kv_token, stride_kv_head,  # strides of K and V (contiguous)
+    group_size,  # query heads per K/V head (heads // kv_heads; 1 without grouped-query attention)
     total_tokens,  # row stride of LSE
     max_seqlen_bucket,  # unused by the kernel; only an autotuning key
     HEAD_DIM: tl.constexpr,
@@ -249,13 +298,16 @@ def _attention_forward_kernel(
     if q_start >= seq_len:
         return
 
-    # Move every base pointer to token 0 of this sequence and to this head, once.
-    offset = _head_offset(seq_start, stride_token, stride_head)
+    # Move every base pointer to token 0 of this sequence and to this head, once. Query head h
+    # reads K/V head h // group_size.
+    head = tl.program_id(1)
+    offset = _token_head_offset(seq_start, head, stride_token, stride_head)
     Q += offset
-    K += offset
-    V += offset
     Out += offset
-    LSE += tl.program_id(1) * total_tokens + seq_start
+    kv_offset = _token_head_offset(seq_start, head // group_size, stride_kv_token, stride_kv_head)
+    K += kv_offset
+    V += kv_offset
+    LSE += head * total_tokens + seq_start
 
     offs_m = _row_offsets(q_start, BLOCK_M)  # query positions inside the sequence
     offs_d = tl.arange(0, HEAD_DIM)
@@ -279,10 +331,10 @@ def _attention_forward_kernel(
         interior_end = seq_len // BLOCK_N * BLOCK_N
         masked_end = seq_len
     acc, row_max, row_sum = _forward_key_blocks(
-        acc, row_max, row_sum, q, K, V, offs_m, offs_d, stride_token, seq_len, softmax_scale_log2,
+        acc, row_max, row_sum, q, K, V, offs_m, offs_d, stride_kv_token, seq_len, softmax_scale_log2,
         0, interior_end, CAUSAL, False, DOT_PRECISION, BLOCK_N)
     acc, row_max, row_sum = _forward_key_blocks(
-        acc, row_max, row_sum, q, K, V, offs_m, offs_d, stride_token, seq_len, softmax_scale_log2,
+        acc, row_max, row_sum, q, K, V, offs_m, offs_d, stride_kv_token, seq_len, softmax_scale_log2,
         interior_end, masked_end, CAUSAL, True, DOT_PRECISION, BLOCK_N)
 
     # softmax(s)_j = exp2(s_j - m) / sum_k exp2(s_k - m): normalise once, at the end.
@@ -365,7 +417,9 @@ def _attention_backward_dkdv_kernel(
     cu_seqlens,
     tile_seq, seq_first_tile, num_seqs,  # the tile map, over key blocks (see _locate_tile)
     softmax_scale,
-    stride_token, stride_head,  # shared by all (total_tokens, heads, HEAD_DIM) tensors
+    stride_token, stride_head,  # of Q and dOut: (total_tokens, heads, HEAD_DIM)
+    stride_kv_token, stride_kv_head,  # of K, V, dK and dV: (total_tokens, kv_heads, HEAD_DIM)
+    group_size,  # query heads per K/V head
     total_tokens,  # row stride of LSE and Delta
     max_seqlen_bucket,  # unused by the kernel; only an autotuning key
     HEAD_DIM: tl.constexpr,
@@ -374,26 +428,24 @@ def _attention_backward_dkdv_kernel(
     BLOCK_M: tl.constexpr,  # queries per inner-loop step
     BLOCK_N: tl.constexpr,  # keys per program
 ):
-    """One program owns BLOCK_N keys of one (sequence, head) and accumulates their dK and dV."""
+    """One program owns BLOCK_N keys of one (sequence, K/V head) and accumulates their dK and dV
+    over the query heads that share the K/V head (group_size of them: one without GQA)."""
     tl.static_assert(BLOCK_N % BLOCK_M == 0)  # key blocks start on a query block boundary
     seq_start, seq_len, key_start = _locate_tile(tile_seq, seq_first_tile, cu_seqlens, num_seqs, BLOCK_N)
     if key_start >= seq_len:
         return
 
-    offset = _head_offset(seq_start, stride_token, stride_head)
-    Q += offset
-    K += offset
-    V += offset
-    dOut += offset
-    dK += offset
-    dV += offset
-    LSE += tl.program_id(1) * total_tokens + seq_start
-    Delta += tl.program_id(1) * total_tokens + seq_start
+    kv_head = tl.program_id(1)
+    kv_offset = _token_head_offset(seq_start, kv_head, stride_kv_token, stride_kv_head)
+    K += kv_offset
+    V += kv_offset
+    dK += kv_offset
+    dV += kv_offset
 
     offs_key = _row_offsets(key_start, BLOCK_N)
     offs_d = tl.arange(0, HEAD_DIM)
-    k = _load_rows(K, offs_key, offs_d, stride_token, seq_len, True)
-    v = _load_rows(V, offs_key, offs_d, stride_token, seq_len, True)
+    k = _load_rows(K, offs_key, offs_d, stride_kv_token, seq_len, True)
+    v = _load_rows(V, offs_key, offs_d, stride_kv_token, seq_len, True)
     dk = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
     dv = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
     softmax_scale_log2 = softmax_scale * _LOG2E
@@ -408,30 +460,43 @@ def _attention_backward_dkdv_kernel(
     # Full query blocks past the diagonal see every key of the block: unmasked. (Written so that
     # no operand of // is negative: Triton divides like C on the GPU, like numpy in the interpreter.)
     interior_end = interior_begin + tl.maximum(seq_len - interior_begin, 0) // BLOCK_M * BLOCK_M
-    for query_start in range(interior_begin, interior_end, BLOCK_M):
-        dk, dv = _dkdv_query_block(dk, dv, k, v, Q, dOut, LSE, Delta, offs_key, offs_d, stride_token, seq_len,
-                                   softmax_scale_log2, tl.multiple_of(query_start, BLOCK_M),
-                                   CAUSAL, False, DOT_PRECISION, BLOCK_M)
-    # The masked blocks, in one short loop that is not pipelined (a loop of a few iterations gains
-    # nothing from it but a longer prologue): if causal, the diagonal blocks and then the partial
-    # block at the sequence end, if any (one loop, not two: each loop costs registers of its own);
-    # otherwise just that partial block.
     if CAUSAL:
         masked_blocks = diagonal_blocks + tl.where(interior_end < seq_len, 1, 0)
-        for index in tl.range(0, masked_blocks, num_stages=1):
-            query_start = tl.where(index < diagonal_blocks, key_start + index * BLOCK_M, interior_end)
-            dk, dv = _dkdv_query_block(dk, dv, k, v, Q, dOut, LSE, Delta, offs_key, offs_d, stride_token, seq_len,
-                                       softmax_scale_log2, tl.multiple_of(query_start, BLOCK_M),
-                                       CAUSAL, True, DOT_PRECISION, BLOCK_M)
-    else:
-        for query_start in tl.range(interior_end, seq_len, BLOCK_M, num_stages=1):
-            dk, dv = _dkdv_query_block(dk, dv, k, v, Q, dOut, LSE, Delta, offs_key, offs_d, stride_token, seq_len,
-                                       softmax_scale_log2, tl.multiple_of(query_start, BLOCK_M),
-                                       CAUSAL, True, DOT_PRECISION, BLOCK_M)
+    # The query heads of the group, one after another, summed into the same dk and dv (registers:
+    # no atomics, one writer per dK/dV tile). The trip count is group_size itself, so that a launch
+    # without GQA, where Triton specialises group_size == 1 to a constant, has a loop of one
+    # iteration the compiler can see.
+    for index in range(0, group_size):
+        head = kv_head * group_size + index
+        offset = _token_head_offset(seq_start, head, stride_token, stride_head)
+        Q_head = Q + offset
+        dOut_head = dOut + offset
+        LSE_head = LSE + head * total_tokens + seq_start
+        Delta_head = Delta + head * total_tokens + seq_start
+        for query_start in range(interior_begin, interior_end, BLOCK_M):
+            dk, dv = _dkdv_query_block(dk, dv, k, v, Q_head, dOut_head, LSE_head, Delta_head, offs_key, offs_d,
+                                       stride_token, seq_len, softmax_scale_log2, tl.multiple_of(query_start, BLOCK_M),
+                                       CAUSAL, False, DOT_PRECISION, BLOCK_M)
+        # The masked blocks, in one short loop that is not pipelined (a loop of a few iterations gains
+        # nothing from it but a longer prologue): if causal, the diagonal blocks and then the partial
+        # block at the sequence end, if any (one loop, not two: each loop costs registers of its own);
+        # otherwise just that partial block.
+        if CAUSAL:
+            for masked_index in tl.range(0, masked_blocks, num_stages=1):
+                query_start = tl.where(masked_index < diagonal_blocks, key_start + masked_index * BLOCK_M,
+                                       interior_end)
+                dk, dv = _dkdv_query_block(dk, dv, k, v, Q_head, dOut_head, LSE_head, Delta_head, offs_key, offs_d,
+                                           stride_token, seq_len, softmax_scale_log2,
+                                           tl.multiple_of(query_start, BLOCK_M), CAUSAL, True, DOT_PRECISION, BLOCK_M)
+        else:
+            for query_start in tl.range(interior_end, seq_len, BLOCK_M, num_stages=1):
+                dk, dv = _dkdv_query_block(dk, dv, k, v, Q_head, dOut_head, LSE_head, Delta_head, offs_key, offs_d,
+                                           stride_token, seq_len, softmax_scale_log2,
+                                           tl.multiple_of(query_start, BLOCK_M), CAUSAL, True, DOT_PRECISION, BLOCK_M)
 
     dk *= softmax_scale  # the scale of S = scale * Q K^T, applied once instead of per tile
-    _store_rows(dK, offs_key, offs_d, stride_token, seq_len, dk)
-    _store_rows(dV, offs_key, offs_d, stride_token, seq_len, dv)
+    _store_rows(dK, offs_key, offs_d, stride_kv_token, seq_len, dk)
+    _store_rows(dV, offs_key, offs_d, stride_kv_token, seq_len, dv)
 
 
 @triton.jit
@@ -465,7 +530,9 @@ def _attention_backward_dq_kernel(
     cu_seqlens,
     tile_seq, seq_first_tile, num_seqs,  # the tile map, over query blocks (see _locate_tile)
     softmax_scale,
-    stride_token, stride_head,
+    stride_token, stride_head,  # of Q, dOut and dQ
+    stride_kv_token, stride_kv_head,  # of K and V
+    group_size,  # query heads per K/V head
     total_tokens,
     max_seqlen_bucket,  # unused by the kernel; only an autotuning key
     HEAD_DIM: tl.constexpr,
@@ -480,14 +547,16 @@ def _attention_backward_dq_kernel(
     if q_start >= seq_len:
         return
 
-    offset = _head_offset(seq_start, stride_token, stride_head)
+    head = tl.program_id(1)
+    offset = _token_head_offset(seq_start, head, stride_token, stride_head)
     Q += offset
-    K += offset
-    V += offset
     dOut += offset
     dQ += offset
-    LSE += tl.program_id(1) * total_tokens + seq_start
-    Delta += tl.program_id(1) * total_tokens + seq_start
+    kv_offset = _token_head_offset(seq_start, head // group_size, stride_kv_token, stride_kv_head)
+    K += kv_offset
+    V += kv_offset
+    LSE += head * total_tokens + seq_start
+    Delta += head * total_tokens + seq_start
 
     offs_m = _row_offsets(q_start, BLOCK_M)
     offs_d = tl.arange(0, HEAD_DIM)
@@ -504,9 +573,9 @@ def _attention_backward_dq_kernel(
     else:
         interior_end = seq_len // BLOCK_N * BLOCK_N
         masked_end = seq_len
-    dq = _dq_key_blocks(dq, q, d_out, lse_log2, delta, K, V, offs_m, offs_d, stride_token, seq_len,
+    dq = _dq_key_blocks(dq, q, d_out, lse_log2, delta, K, V, offs_m, offs_d, stride_kv_token, seq_len,
                         softmax_scale_log2, 0, interior_end, CAUSAL, False, DOT_PRECISION, BLOCK_N)
-    dq = _dq_key_blocks(dq, q, d_out, lse_log2, delta, K, V, offs_m, offs_d, stride_token, seq_len,
+    dq = _dq_key_blocks(dq, q, d_out, lse_log2, delta, K, V, offs_m, offs_d, stride_kv_token, seq_len,
                         softmax_scale_log2, interior_end, masked_end, CAUSAL, True, DOT_PRECISION, BLOCK_N)
 
     dq *= softmax_scale
@@ -517,19 +586,20 @@ def _attention_backward_dq_kernel(
 # Launch configuration
 # ----------------------------------------------------------------------------------------------
 # On a GPU, triton.autotune times each config on the first call for a given key and caches the
-# fastest. The key is (head dim, causal, max_seqlen rounded up to a power of two); the autotuner
-# also adds the tensor dtypes to it. Benchmarking re-runs the kernel on the real arguments, which
-# is safe here because every kernel overwrites its outputs (plain stores, no atomic accumulation),
-# so no reset_to_zero is needed.
+# fastest. The key is (head dim, causal, the GQA group size, max_seqlen rounded up to a power of
+# two); the autotuner also adds the tensor dtypes to it. (The group size changes the dK/dV
+# program's work, group_size query heads per K/V head, and so possibly its best tile.)
+# Benchmarking re-runs the kernel on the real arguments, which is safe here because every kernel
+# overwrites its outputs (plain stores, no atomic accumulation), so no reset_to_zero is needed.
 #
 # Only configs that compile cleanly for the GPU's architecture are timed: _prune_configs drops,
-# per (kernel, head dim, dtype, causal), every config that spills registers or asks for more
-# shared memory than a block may have. The figures come from kernels/compile_report/, which
-# `python -m minirm.kernels.aot --write-table` generates by compiling every variant for sm_80 and
-# sm_90 (no GPU needed), one table per Triton release (compile_table.py says which one a launch
-# uses); tests/test_kernels_aot.py checks that they are current and that each variant keeps at
-# least one clean config.
-_AUTOTUNE_KEY = ["HEAD_DIM", "CAUSAL", "max_seqlen_bucket"]
+# per (kernel, with or without GQA: table_name; head dim, dtype, causal), every config that
+# spills registers or asks for more shared memory than a block may have. The figures come from
+# kernels/compile_report/, which `python -m minirm.kernels.aot --write-table` generates by
+# compiling every variant for sm_80 and sm_90 (no GPU needed), one table per Triton release
+# (compile_table.py says which one a launch uses); tests/test_kernels_aot.py checks that they are
+# current and that each variant keeps at least one clean config (or lists the few that do not).
+_AUTOTUNE_KEY = ["HEAD_DIM", "CAUSAL", "group_size", "max_seqlen_bucket"]
 # Largest dynamic shared memory a block may opt into, per architecture of the table.
 _SHARED_MEMORY_LIMITS = {"sm_80": 163 * 1024, "sm_90": 227 * 1024}
 _DTYPE_NAMES = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32"}
@@ -675,13 +745,14 @@ def _device_limits(device):
 def _prune_configs(kernel):
     """An early_config_prune hook for triton.autotune: keep the configs that compile cleanly.
 
-    `kernel` is the kernel's name in the compile table, or a function of the launch's constexprs
-    that returns it (DeBERTa's kernels: one name per set of relative terms)."""
+    `kernel` is the kernel's name in the compile table, or a function of the launch's arguments
+    (by name, constexprs included) that returns it: DeBERTa's kernels have one name per set of
+    relative terms, the varlen kernels one with and one without grouped-query attention."""
 
     def prune(configs, named_args, **kwargs):
         q = named_args["Q"]
         arch, shared_limit = _device_limits(q.device)
-        name = kernel(kwargs) if callable(kernel) else kernel
+        name = kernel({**named_args, **kwargs}) if callable(kernel) else kernel
         variant = (name, arch, kwargs["HEAD_DIM"], _DTYPE_NAMES[q.dtype], kwargs.get("CAUSAL", False))
         measured = _table_for(arch).get(variant, {})
         kept = [config for config in configs if _compiles_cleanly(measured.get(_config_tuple(config)), shared_limit)]
@@ -720,9 +791,20 @@ _DKDV_CONFIGS = _configs(_DKDV_BLOCKS, _fill_key_tiles)
 _DQ_CONFIGS = _configs(_DQ_BLOCKS, _fill_query_tiles)
 
 
+def table_name(kernel, group_size):
+    """A launch's kernel name in the compile table: `kernel` without grouped-query attention, which
+    Triton compiles with group_size == 1 as a constant (it specialises an int argument equal to 1),
+    `kernel`_gqa with it, where group_size is a runtime value and the dK/dV program's loop over the
+    group costs registers (see the design notes above)."""
+    return kernel if group_size == 1 else f"{kernel}_gqa"
+
+
 def _autotune(kernel, configs, name):
+    def launch_name(launch):
+        return table_name(name, launch.get("group_size", 1))
+
     return triton.autotune(configs=configs, key=_AUTOTUNE_KEY,
-                           prune_configs_by={"early_config_prune": _prune_configs(name)})(kernel)
+                           prune_configs_by={"early_config_prune": _prune_configs(launch_name)})(kernel)
 
 
 _forward_autotuned = _autotune(_attention_forward_kernel, _FORWARD_CONFIGS, "forward")
@@ -772,6 +854,12 @@ def _max_seqlen_bucket(max_seqlen):
 # ----------------------------------------------------------------------------------------------
 # Host-side wrappers
 # ----------------------------------------------------------------------------------------------
+def _kv_args(q, k):
+    """The kernels' K/V arguments: K/V's token and head strides (shared by V, dK and dV), and the
+    group size, the query heads that read each K/V head."""
+    return k.stride(0), k.stride(1), q.shape[1] // k.shape[1]
+
+
 def _attention_forward(q, k, v, cu_seqlens, max_seqlen, causal, softmax_scale):
     """Returns (out, lse); lse is fp32 of shape (heads, total_tokens), in natural-log units."""
     (q, k, v), result_dtype = _kernel_dtype(q, k, v)
@@ -787,7 +875,7 @@ def _attention_forward(q, k, v, cu_seqlens, max_seqlen, causal, softmax_scale):
     _launch(
         _attention_forward_kernel, _forward_autotuned, _INTERPRETER_BLOCKS, _fill_query_tiles, grid,
         q, k, v, out, lse, cu_seqlens, tile_seq, seq_first_tile, num_seqs, softmax_scale * math.log2(math.e),
-        q.stride(0), q.stride(1), total_tokens, _max_seqlen_bucket(max_seqlen),
+        q.stride(0), q.stride(1), *_kv_args(q, k), total_tokens, _max_seqlen_bucket(max_seqlen),
         HEAD_DIM=head_dim, CAUSAL=causal, DOT_PRECISION=_dot_precision(q.dtype),
     )
     return out.to(result_dtype), lse
@@ -808,7 +896,8 @@ def _attention_backward(d_out, q, k, v, out, lse, cu_seqlens, max_seqlen, causal
         HEAD_DIM=head_dim, BLOCK_T=_PREPROCESS_BLOCK_T,
     )
 
-    common_args = (softmax_scale, q.stride(0), q.stride(1), total_tokens, _max_seqlen_bucket(max_seqlen))
+    common_args = (softmax_scale, q.stride(0), q.stride(1), *_kv_args(q, k), total_tokens,
+                   _max_seqlen_bucket(max_seqlen))
     constexprs = dict(HEAD_DIM=head_dim, CAUSAL=causal, DOT_PRECISION=_dot_precision(q.dtype))
 
     key_blocks = [block_n for _, block_n, *_ in _DKDV_BLOCKS] + [_INTERPRETER_DKDV_BLOCKS["BLOCK_N"]]
@@ -817,8 +906,8 @@ def _attention_backward(d_out, q, k, v, out, lse, cu_seqlens, max_seqlen, causal
     query_tiles = _tile_map_buffers(cu_seqlens, total_tokens, max_seqlen, query_blocks)
     num_seqs = key_tiles[2]
 
-    def dkdv_grid(meta):
-        return (_num_tiles(total_tokens, num_seqs, max_seqlen, meta["BLOCK_N"]), heads)
+    def dkdv_grid(meta):  # one program per (key block, K/V head): it loops over the heads of the group
+        return (_num_tiles(total_tokens, num_seqs, max_seqlen, meta["BLOCK_N"]), k.shape[1])
 
     def dq_grid(meta):
         return (_num_tiles(total_tokens, num_seqs, max_seqlen, meta["BLOCK_M"]), heads)
@@ -850,15 +939,25 @@ class _VarlenAttentionFunction(torch.autograd.Function):
         return dq, dk, dv, None, None, None, None
 
 
-def _validate(q, k, v, cu_seqlens, max_seqlen):
+def _validate(q, k, v, cu_seqlens, max_seqlen, grouped=False):
+    """One-line ValueErrors for inputs the kernels cannot take. `grouped`: k and v may have fewer
+    heads than q, a divisor of q's (varlen_attention; DeBERTa's kernel has no grouped heads)."""
     for name, tensor in (("q", q), ("k", k), ("v", v), ("cu_seqlens", cu_seqlens)):
         if not isinstance(tensor, torch.Tensor):
             raise ValueError(f"{name} must be a torch.Tensor, got {type(tensor).__name__}")
     if q.dim() != 3:
         raise ValueError(f"q must have shape (total_tokens, heads, head_dim), got {tuple(q.shape)}")
-    if k.shape != q.shape or v.shape != q.shape:
+    if not grouped and (k.shape != q.shape or v.shape != q.shape):
         raise ValueError(f"q, k and v must have the same shape, got {tuple(q.shape)}, {tuple(k.shape)}, "
                          f"{tuple(v.shape)}")
+    if k.shape != v.shape:
+        raise ValueError(f"k and v must have the same shape, got {tuple(k.shape)} and {tuple(v.shape)}")
+    if k.dim() != 3 or k.shape[0] != q.shape[0] or k.shape[2] != q.shape[2]:
+        raise ValueError(f"k and v must have shape (total_tokens={q.shape[0]}, kv_heads, head_dim={q.shape[2]}) "
+                         f"like q {tuple(q.shape)}, got {tuple(k.shape)}")
+    if k.shape[1] == 0 or q.shape[1] % k.shape[1]:
+        raise ValueError(f"k and v's {k.shape[1]} heads must divide q's {q.shape[1]} heads (grouped-query "
+                         f"attention: query head h reads K/V head h // (heads // kv_heads))")
     if not (q.dtype == k.dtype == v.dtype):
         raise ValueError(f"q, k and v must have the same dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
     if q.dtype not in SUPPORTED_DTYPES:
@@ -893,8 +992,12 @@ def varlen_attention(q, k, v, cu_seqlens, max_seqlen, causal=False, softmax_scal
     """Scaled dot-product attention over packed variable-length sequences (differentiable).
 
     Args:
-        q, k, v: (total_tokens, heads, head_dim) tensors, fp16/bf16/fp32, head_dim in 16/32/64/128.
-            The tokens of all sequences are packed back to back, without padding.
+        q: (total_tokens, heads, head_dim), fp16/bf16/fp32, head_dim in 16/32/64/128. The tokens
+            of all sequences are packed back to back, without padding.
+        k, v: (total_tokens, kv_heads, head_dim), q's dtype, with kv_heads dividing heads:
+            grouped-query attention, query head h reading K/V head h // (heads // kv_heads)
+            (kv_heads == heads: multi-head attention; kv_heads == 1: multi-query attention). K and
+            V are read in place, never repeated per query head.
         cu_seqlens: int32 tensor (batch + 1,): cumulative sequence lengths, starting at 0 and
             ending at total_tokens. Sequence b is rows cu_seqlens[b]:cu_seqlens[b + 1].
         max_seqlen: int, the length of the longest sequence. It bounds the launch grid and picks
@@ -914,7 +1017,7 @@ def varlen_attention(q, k, v, cu_seqlens, max_seqlen, causal=False, softmax_scal
             TRITON_INTERPRET=1 set before triton was imported (see varlen_attention_reference
             for plain PyTorch).
     """
-    _validate(q, k, v, cu_seqlens, max_seqlen)
+    _validate(q, k, v, cu_seqlens, max_seqlen, grouped=True)
     if q.device.type != "cuda" and not _kernels_interpreted():
         raise RuntimeError(
             f"varlen_attention runs Triton kernels and got {q.device.type} tensors: move them to a CUDA "
@@ -923,7 +1026,7 @@ def varlen_attention(q, k, v, cu_seqlens, max_seqlen, causal=False, softmax_scal
             f"PyTorch version.")
     if softmax_scale is None:
         softmax_scale = 1.0 / math.sqrt(q.shape[2])
-    # The kernels assume one contiguous (total_tokens, heads, head_dim) layout for every tensor.
+    # The kernels assume contiguous (total_tokens, heads, head_dim) tensors (K and V sharing strides).
     # .contiguous() is free when that already holds; when it copies, autograd routes the
     # gradient back through the copy.
     q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
@@ -933,11 +1036,14 @@ def varlen_attention(q, k, v, cu_seqlens, max_seqlen, causal=False, softmax_scal
 def varlen_attention_reference(q, k, v, cu_seqlens, causal=False, softmax_scale=None):
     """Plain PyTorch varlen attention: a loop over sequences, computed in fp32 (fp64 for fp64 inputs), cast back.
 
-    Same inputs and output as varlen_attention (without max_seqlen); differentiable by autograd.
-    Slow, but it is the definition the Triton kernels are tested against.
+    Same inputs and output as varlen_attention (without max_seqlen), grouped K/V heads included;
+    differentiable by autograd. Slow, but it is the definition the Triton kernels are tested against.
     """
     if softmax_scale is None:
         softmax_scale = 1.0 / math.sqrt(q.shape[2])
+    group_size = q.shape[1] // k.shape[1]
+    if group_size > 1:  # query head h reads K/V head h // group_size
+        k, v = k.repeat_interleave(group_size, dim=1), v.repeat_interleave(group_size, dim=1)
     bounds = cu_seqlens.tolist()
     outputs = []
     for start, end in zip(bounds[:-1], bounds[1:]):

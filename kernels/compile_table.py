@@ -13,9 +13,11 @@ another (the dK/dV 64 x 128 tile, 8 warps, head dim 16, fp16, causal, on sm_80: 
   little on the running compiler. That costs speed, never correctness, and the autotuner still
   times the configs it keeps against each other.
 
-Each table is stamped with the hash of the kernel source it was compiled from
-(`aot.kernel_source_hash()`); tests/test_kernels_aot.py checks the stamps, the coverage and, for
-the running Triton, a freshly compiled sample against its table.
+Each table is stamped, kernel by kernel, with the hash of the source each kernel's rows were
+compiled from (`source_hashes`: report name -> `aot.kernel_source_hash(kernel)`), so that editing
+one kernel makes only its rows stale (and `--write-table` recompiles only those);
+tests/test_kernels_aot.py checks the stamps, the coverage and, for the running Triton, a freshly
+compiled sample against its table.
 """
 
 import json
@@ -38,7 +40,7 @@ def table_path(triton_version: str, directory: Path = TABLE_DIR) -> Path:
 
 
 def read(path: Path) -> dict:
-    """One table: {"triton_version", "source_hash", "archs", "rows": [dict with FIELDS]}."""
+    """One table: {"triton_version", "source_hashes", "archs", "rows": [dict with FIELDS]}."""
     data = json.loads(path.read_text(encoding="utf-8"))
     data["rows"] = [dict(zip(data["fields"], row)) for row in data["rows"]]
     return data
@@ -81,13 +83,15 @@ def by_variant(table: dict, arch: str) -> dict:
     return variants
 
 
-def write(rows: list[dict], source_hash: str, triton_version: str, archs: list[str],
-          directory: Path = TABLE_DIR) -> Path:
-    """The table of one Triton release, one row per line so that a diff shows what changed."""
+def write(rows: list[dict], source_hashes: dict[str, str], triton_version: str, archs: list[str],
+          directory: Path | None = None) -> Path:
+    """The table of one Triton release, one row per line so that a diff shows what changed.
+    `source_hashes`: {kernel (report name): its source hash}; `directory`: TABLE_DIR by default."""
+    directory = directory or TABLE_DIR
     directory.mkdir(parents=True, exist_ok=True)
     header = {"generated_by": "python -m minirm.kernels.aot --write-table (do not edit by hand)",
-              "triton_version": triton_version, "source_hash": source_hash, "archs": sorted(archs),
-              "fields": list(FIELDS)}
+              "triton_version": triton_version, "source_hashes": dict(sorted(source_hashes.items())),
+              "archs": sorted(archs), "fields": list(FIELDS)}
     lines = ["{" + ", ".join(f"{json.dumps(key)}: {json.dumps(value)}" for key, value in header.items()) + ","]
     lines.append('"rows": [')
     body = [json.dumps([row[field] for field in FIELDS]) for row in rows]

@@ -20,7 +20,7 @@ EXPECTED = {
     "env": ({"device", "torch", "triton", "matmul_tflops", "copy_tbps"}, None),
     "kernels": ({"thresholds", "cases", "tests"}, ("cases", {"kernel", "dtype", "seed", "max_error", "passed",
                                                              "error_out", "error_dq", "error_dk", "error_dv"})),
-    "kernel-speed": ({"real_lengths", "deberta", "fixed", "triton_first_calls_s"},
+    "kernel-speed": ({"real_lengths", "deberta", "gqa", "fixed", "triton_first_calls_s"},
                      ("fixed", {"head_dim", "causal", "seq_len", "mode", "triton_tflops", "sdpa_flash_tflops",
                                 "triton_share", "triton_first_call_s"})),
     "scoring": ({"models"}, ("models", {"model", "dtype", "minirm_pairs_per_s", "transformers_pairs_per_s",
@@ -72,7 +72,13 @@ def test_every_section_runs_ok_with_its_figures(dry_run):
             rows = record["figures"][table]
             assert rows and all(columns <= set(row) for row in rows), (name, table)
     cases = records["kernels"]["figures"]["cases"]
-    assert {case["kernel"] for case in cases} == {"varlen", "deberta"} and all(case["passed"] for case in cases)
+    assert {case["kernel"] for case in cases} == {"varlen", "varlen-gqa", "deberta"}
+    assert all(case["passed"] for case in cases)
+    gqa = next(case for case in cases if case["kernel"] == "varlen-gqa")  # grouped K/V heads, against SDPA's GQA
+    assert gqa["kv_heads"] < gqa["heads"] and gqa["error_dk"] < 0.03 and gqa["error_dv"] < 0.03
+    speed = records["kernel-speed"]["figures"]["gqa"]
+    assert speed and all(row["kv_heads"] < row["heads"] and row["triton_tflops"] and row["sdpa_gqa_tflops"]
+                         and row["triton_repeated_kv_tflops"] for row in speed)
     # the CUDA-only tests ran and skipped on CPU
     tests = records["kernels"]["figures"]["tests"].values()
     assert all(result["skipped"] >= 1 and not result["failed"] for result in tests)

@@ -53,16 +53,17 @@ def cu_seqlens_for(lengths):
     return torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()], dtype=torch.int32)
 
 
-def random_qkv(lengths, heads, head_dim, dtype, seed=0):
+def random_qkv(lengths, heads, head_dim, dtype, seed=0, kv_heads=None):
+    """q (tokens, heads, head_dim), and k, v with kv_heads heads (default: heads)."""
     generator = torch.Generator().manual_seed(seed)
-    shape = (sum(lengths), heads, head_dim)
-    return [torch.randn(shape, generator=generator).to(dtype) for _ in range(3)]
+    shapes = [(sum(lengths), h, head_dim) for h in (heads, kv_heads or heads, kv_heads or heads)]
+    return [torch.randn(shape, generator=generator).to(dtype) for shape in shapes]
 
 
-def assert_matches_reference(lengths, heads, head_dim, dtype, causal, softmax_scale=None, seed=0):
+def assert_matches_reference(lengths, heads, head_dim, dtype, causal, softmax_scale=None, seed=0, kv_heads=None):
     """Forward output and dq, dk, dv of the kernel against the fp32 PyTorch reference."""
     cu_seqlens = cu_seqlens_for(lengths)
-    q, k, v = random_qkv(lengths, heads, head_dim, dtype, seed)
+    q, k, v = random_qkv(lengths, heads, head_dim, dtype, seed, kv_heads)
     grad_out = torch.randn(q.shape, generator=torch.Generator().manual_seed(seed + 1)).to(dtype)
 
     kernel_inputs = [x.clone().requires_grad_() for x in (q, k, v)]
@@ -113,6 +114,53 @@ def test_batch_of_one(causal):
 
 def test_custom_softmax_scale():
     assert_matches_reference([9, 40], heads=3, head_dim=16, dtype=torch.float32, causal=True, softmax_scale=0.3)
+
+
+# Grouped-query attention: k and v have kv_heads heads, and query head h reads K/V head
+# h // (heads // kv_heads). Group sizes 2 and 4 and multi-query (one K/V head), causal and not, head
+# dims up to 128 (causal included), on batches skewed in length with a one-token sequence. Group size 1
+# (multi-head) is every other test of this file. dk and dv sum over the query heads of a group.
+SKEWED_LENGTHS = [1, 70, 3, 33]
+
+
+@pytest.mark.parametrize(
+    "heads, kv_heads, head_dim, dtype, causal",
+    [(4, 2, 32, torch.float32, False), (4, 2, 32, torch.bfloat16, True), (8, 2, 16, torch.float16, True),
+     (4, 1, 64, torch.float32, False), (4, 1, 128, torch.bfloat16, True), (2, 1, 128, torch.float32, True)],
+    ids=str,
+)
+def test_grouped_query_attention(heads, kv_heads, head_dim, dtype, causal):
+    assert_matches_reference(SKEWED_LENGTHS, heads=heads, head_dim=head_dim, dtype=dtype, causal=causal,
+                             kv_heads=kv_heads)
+
+
+@pytest.mark.parametrize("causal", [False, True], ids=["bidirectional", "causal"])
+def test_grouped_reference_is_sdpa_with_enable_gqa(causal):
+    """The reference the GQA tests use is torch's own GQA, sequence by sequence: values and gradients."""
+    lengths, heads, kv_heads = [1, 9, 4], 6, 2
+    cu_seqlens = cu_seqlens_for(lengths)
+    q, k, v = (x.double().requires_grad_() for x in random_qkv(lengths, heads, 16, torch.float32, kv_heads=kv_heads))
+    ours = varlen_attention_reference(q, k, v, cu_seqlens, causal=causal)
+    bounds = cu_seqlens.tolist()
+    theirs = torch.cat([
+        torch.nn.functional.scaled_dot_product_attention(
+            *(x[start:end].transpose(0, 1)[None] for x in (q, k, v)), is_causal=causal, enable_gqa=True)[0]
+        .transpose(0, 1) for start, end in zip(bounds[:-1], bounds[1:])])
+    torch.testing.assert_close(ours, theirs)
+    grad = torch.randn_like(ours)
+    for mine, torchs in zip(torch.autograd.grad(ours, (q, k, v), grad), torch.autograd.grad(theirs, (q, k, v), grad)):
+        torch.testing.assert_close(mine, torchs)
+
+
+def test_grouped_gradients_are_deterministic():
+    """dk and dv of a K/V head sum its group's query heads in one program, in a fixed order: no atomics."""
+    lengths = [40, 7]
+    q, k, v = (x.requires_grad_() for x in random_qkv(lengths, 4, 16, torch.float32, kv_heads=1))
+    runs = []
+    for _ in range(2):
+        out = varlen_attention(q, k, v, cu_seqlens_for(lengths), max(lengths), causal=True)
+        runs.append(torch.autograd.grad(out, (q, k, v), torch.ones_like(out)))
+    assert all(torch.equal(a, b) for a, b in zip(*runs))
 
 
 def test_max_seqlen_larger_than_needed():
@@ -201,7 +249,11 @@ def valid_inputs():
     "change, message",
     [
         (lambda a: a.update(q=a["q"][:, 0]), "shape"),
-        (lambda a: a.update(k=a["k"][:4]), "same shape"),
+        (lambda a: a.update(k=a["k"][:4]), "k and v must have the same shape"),
+        (lambda a: a.update(k=a["k"][:, :1]), "k and v must have the same shape"),
+        (lambda a: a.update(k=a["k"][:4], v=a["v"][:4]), "total_tokens=8, kv_heads, head_dim=16"),
+        (lambda a: a.update(q=torch.zeros(8, 3, 16), k=torch.zeros(8, 2, 16), v=torch.zeros(8, 2, 16)),
+         "2 heads must divide q's 3 heads"),
         (lambda a: a.update(v=a["v"].half()), "same dtype"),
         (lambda a: a.update(q=a["q"].double(), k=a["k"].double(), v=a["v"].double()), "not supported"),
         (lambda a: a.update(**{name: a[name][..., :8].contiguous() for name in "qkv"}), "head_dim 8"),
@@ -279,6 +331,18 @@ for head_dim in (64, 128):
                     (name, x.grad, y.grad) for name, x, y in zip("qkv", (q, k, v), reference_inputs)]:
                 torch.testing.assert_close(actual.float(), wanted, atol=tolerance, rtol=tolerance,
                                            msg=lambda text: f"{name} {head_dim} {dtype} {causal}: {text}")
+# grouped-query attention: 4 query heads sharing 2 K/V heads, dK/dV summed over each group
+q = torch.randn(sum(lengths), 4, 128, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+k, v = (torch.randn(sum(lengths), 2, 128, device="cuda", dtype=torch.bfloat16, requires_grad=True) for _ in range(2))
+out = varlen_attention(q, k, v, cu_seqlens, max(lengths), causal=True)
+grad_out = torch.randn_like(out)
+out.backward(grad_out)
+reference_inputs = [x.detach().float().requires_grad_() for x in (q, k, v)]
+expected = varlen_attention_reference(*reference_inputs, cu_seqlens, causal=True)
+expected.backward(grad_out.float())
+for name, actual, wanted in [("out", out, expected)] + [
+        (name, x.grad, y.grad) for name, x, y in zip("qkv", (q, k, v), reference_inputs)]:
+    torch.testing.assert_close(actual.float(), wanted, atol=5e-2, rtol=5e-2, msg=lambda text: f"GQA {name}: {text}")
 print("ok")
 """
 

@@ -1,21 +1,23 @@
 """The compile report (kernels/aot.py) and the tables behind the autotuner's pruning (kernels/compile_report/).
 
-A full cold sweep compiles ~2,900 variants (every kernel, head dim, dtype, causal flag or
-DeBERTa term set, autotune config and architecture): about an hour on two cores, too slow for CI.
+A full cold sweep compiles ~4,000 variants (every kernel, with and without grouped-query attention
+for the varlen ones, head dim, dtype, causal flag or DeBERTa term set, autotune config and
+architecture): well over an hour on two cores, too slow for CI.
 So each sweep is committed, one table per Triton release (`python -m minirm.kernels.aot
 --write-table`, read by kernels/compile_table.py), and checked here:
 
 * which table a launch prunes with: the running Triton's, else the nearest release's;
-* every table is current: it was generated from the kernels' present source (a hash of every
-  @triton.jit function) and covers exactly the variants the package can launch today, so a
-  kernel or config edit without regenerating the table fails;
+* every table is current: each kernel's rows were generated from that kernel's present source (a
+  hash of its @triton.jit function and the helpers it uses, stamped per kernel) and the table covers
+  exactly the variants the package can launch today, so a kernel or config edit without
+  regenerating the table fails; regenerating it recompiles only the kernels that changed;
 * every variant compiled for sm_80 and sm_90, keeps at least one config that compiles cleanly
   (no spill, fits in shared memory), and no config the autotuner may pick spills;
 * the running Triton's table is truthful: a deterministic sample is compiled afresh, with an empty Triton cache, and
   must reproduce the table's registers, spill and shared memory exactly. The sample is, per
-  kernel and architecture (DeBERTa's term and dropout sets counted as one kernel), the pickable
-  config with the most registers (the one closest to spilling) and three more pickable ones
-  drawn with a fixed seed: ~60 compiles, ~30 s on two cores.
+  kernel and architecture (DeBERTa's term and dropout sets, and a varlen kernel with and without
+  GQA, counted as one kernel), the pickable config with the most registers (the one closest to
+  spilling) and three more pickable ones drawn with a fixed seed: ~60 compiles, ~30 s on two cores.
 
 No GPU needed: Triton compiles for a GPUTarget, with the ptxas and cuobjdump from its wheel.
 """
@@ -97,8 +99,55 @@ def test_every_architecture_has_a_table():
 
 @pytest.mark.parametrize("version", sorted(TABLES))
 def test_table_matches_the_kernel_source(version):
-    assert TABLES[version]["source_hash"] == aot.kernel_source_hash(), \
-        f"the kernels changed since kernels/compile_report/triton-{version}.json: {REGENERATE}"
+    stamped = TABLES[version]["source_hashes"]
+    stale = [kernel for kernel in aot.KERNELS if stamped.get(kernel) != aot.kernel_source_hash(kernel)]
+    assert not stale and set(stamped) == set(aot.KERNELS), \
+        f"kernels changed since kernels/compile_report/triton-{version}.json: {', '.join(stale)}; {REGENERATE}"
+
+
+def test_writing_a_table_recompiles_only_the_kernels_that_changed(tmp_path, monkeypatch):
+    """--write-table keeps the rows of every kernel whose source hash the old table was stamped with
+    and compiles the rest: here one kernel's stamp is stale (as after an edit), so only its variants
+    are compiled (by a stand-in), and the new table is stamped with every kernel's present hash."""
+    arch = "sm_90"
+    rows = [row for row in TABLES[chosen(arch)]["rows"] if row["arch"] == arch]
+    hashes = {kernel: aot.kernel_source_hash(kernel) for kernel in aot.KERNELS}
+    compile_table.write(rows, {**hashes, "backward_dq": "edited"}, triton.__version__, [arch], tmp_path)
+    monkeypatch.setattr(compile_table, "TABLE_DIR", tmp_path)
+    compiled = []
+
+    def stand_in(variants, **kwargs):
+        compiled.extend(variants)
+        results = [dict(variant, compiled=True, registers=99, spill_bytes=0, shared_bytes=0) for variant in variants]
+        return results, dict(variants=len(variants), cached=0, compiled=len(variants), compile_seconds=0.0,
+                             wall_seconds=0.0)
+
+    monkeypatch.setattr(aot, "compile_all", stand_in)
+    assert aot.main(["--write-table", "--arch", arch, "--no-cache", "--quiet"]) == 0
+    assert {variant["kernel"] for variant in compiled} == {"backward_dq"}
+    assert len(compiled) == len([row for row in rows if row["kernel"] == "backward_dq"])
+    written = compile_table.read(compile_table.table_path(triton.__version__, tmp_path))
+    assert written["source_hashes"] == hashes and written["archs"] == [arch]
+    assert [row for row in written["rows"] if row["kernel"] != "backward_dq"] == \
+        [row for row in rows if row["kernel"] != "backward_dq"]
+    assert {row["registers"] for row in written["rows"] if row["kernel"] == "backward_dq"} == {99}
+
+
+def test_launches_without_gqa_compile_group_size_as_the_constant_1():
+    """Triton specialises an int argument equal to 1 to a constant, so a launch without grouped-query
+    attention compiles another kernel than a grouped one (a loop of one iteration over the group):
+    the report compiles each as its launches do, under two names."""
+    from triton.backends.compiler import BaseBackend
+    from triton.runtime.jit import JITFunction, native_specialize_impl
+
+    assert native_specialize_impl(BaseBackend, 1, False, True, True)[0] == "constexpr"
+    function = JITFunction(aot.kernel_functions()["backward_dkdv"].fn)  # this process interprets its kernels
+    for kernel, group_type in (("backward_dkdv", "constexpr"), ("backward_dkdv_gqa", "i32")):
+        variant = dict(kernel=kernel, arch="sm_90", head_dim=64, dtype="bf16", causal=True, BLOCK_M=32, BLOCK_N=64,
+                       num_warps=4, num_stages=3)
+        signature, constexprs, _ = aot._signature(function, variant)
+        assert signature["group_size"] == group_type and constexprs.get("group_size", 1) == 1
+    assert attention.table_name("forward", 1) == "forward" and attention.table_name("forward", 4) == "forward_gqa"
 
 
 @pytest.mark.parametrize("version", sorted(TABLES))
@@ -112,9 +161,13 @@ def test_table_covers_every_variant_once(version):
 
 # Variants whose every config spills with some Triton: the prune hook runs the least-spilling
 # one. fp32 at head dim 128 with only DeBERTa's p2c term, triton 3.6: the smallest tile (16 x 16,
-# 72 registers) keeps an 8-byte stack frame that 3.9 does not.
+# 72 registers) keeps an 8-byte stack frame that 3.9 does not. fp32 at head dim 128 with grouped
+# K/V heads, dK/dV on sm_80, triton 3.9: the loop over the group leaves every config a stack frame
+# (16 x 32, one stage: 16 bytes; 16 x 16: 40 bytes at 96 registers), where without GQA 16 x 16 is clean.
 ALL_CONFIGS_SPILL = {("3.6.0", "deberta_forward_p2c", "sm_90", 128, "fp32", False),
-                     ("3.6.0", "deberta_backward_dq_p2c", "sm_90", 128, "fp32", False)}
+                     ("3.6.0", "deberta_backward_dq_p2c", "sm_90", 128, "fp32", False),
+                     ("3.9.0", "backward_dkdv_gqa", "sm_80", 128, "fp32", False),
+                     ("3.9.0", "backward_dkdv_gqa", "sm_80", 128, "fp32", True)}
 
 
 def clean_rows(rows):
@@ -148,13 +201,19 @@ def test_the_autotuner_never_picks_a_config_that_spills(version):
     assert picked > len(table_rows(version)) // 2  # pruning drops the bad configs, not most of them
 
 
-# (kernel name in the table, its autotuner, [(constexprs of a launch, the causal field of its rows)])
-CAUSAL_LAUNCHES = [(dict(CAUSAL=causal), causal) for causal in (False, True)]
-DEBERTA_LAUNCHES = {suffix: (dict(HAS_C2P=c2p, HAS_P2C=p2c, DROPOUT=dropout), False)
+# (kernel name in the table, its autotuner, [(runtime arguments of a launch beside Q, its constexprs,
+# the causal field of its rows)])
+def causal_launches(group_size):
+    return [(dict(group_size=group_size), dict(CAUSAL=causal), causal) for causal in (False, True)]
+
+
+DEBERTA_LAUNCHES = {suffix: ({}, dict(HAS_C2P=c2p, HAS_P2C=p2c, DROPOUT=dropout), False)
                     for suffix, (c2p, p2c, dropout) in aot.DEBERTA_FLAGS.items()}
-AUTOTUNED = [("forward", attention._forward_autotuned, CAUSAL_LAUNCHES),
-             ("backward_dkdv", attention._dkdv_autotuned, CAUSAL_LAUNCHES),
-             ("backward_dq", attention._dq_autotuned, CAUSAL_LAUNCHES)]
+AUTOTUNED = [(attention.table_name(kernel, group_size), autotuner, causal_launches(group_size))
+             for kernel, autotuner in (("forward", attention._forward_autotuned),
+                                       ("backward_dkdv", attention._dkdv_autotuned),
+                                       ("backward_dq", attention._dq_autotuned))
+             for group_size in (1, 4)]
 AUTOTUNED += [(f"deberta_{kernel}{terms}", autotuner, [launch])
               for kernel, autotuner in (("forward", deberta._forward_autotuned),
                                         ("backward_dkdv", deberta._dkdv_autotuned),
@@ -173,16 +232,18 @@ def test_deberta_launches_read_their_own_rows():
 @pytest.mark.parametrize("arch", sorted(aot.ARCHS))
 def test_prune_hook_keeps_exactly_the_clean_configs(monkeypatch, arch):
     """The early_config_prune hook the autotuners run, on a (pretend) GPU of each architecture;
-    DeBERTa's hooks read the rows of the kernel name that matches the launch's relative terms."""
+    the varlen hooks read the rows of the kernel name that matches the launch's GQA group size, and
+    DeBERTa's those of the name that matches the launch's relative terms."""
     monkeypatch.setattr(attention, "_device_limits", lambda device: (arch, attention._SHARED_MEMORY_LIMITS[arch]))
     rows = table_rows()
     assert {kernel for kernel, _, _ in AUTOTUNED} == set(aot.KERNELS) - {"backward_preprocess"}
     for kernel, autotuner, launches in AUTOTUNED:
         for dtype, torch_dtype in (("fp16", torch.float16), ("bf16", torch.bfloat16), ("fp32", torch.float32)):
             for head_dim in attention.SUPPORTED_HEAD_DIMS:
-                for constexprs, causal in launches:
-                    kept = autotuner.early_config_prune(autotuner.configs, {"Q": torch.empty(0, dtype=torch_dtype)},
-                                                        HEAD_DIM=head_dim, **constexprs)
+                for arguments, constexprs, causal in launches:
+                    kept = autotuner.early_config_prune(
+                        autotuner.configs, {"Q": torch.empty(0, dtype=torch_dtype), **arguments}, HEAD_DIM=head_dim,
+                        **constexprs)
                     variant_rows = [row for row in rows if variant_of(row) == (kernel, arch, head_dim, dtype, causal)]
                     expected = {(row["BLOCK_M"], row["BLOCK_N"], row["num_warps"], row["num_stages"])
                                 for row in variant_rows if attention._autotune_may_pick(row)}
@@ -202,8 +263,10 @@ def sample_variants():
     groups = defaultdict(list)
     for row in rows:
         if attention._autotune_may_pick(row):
-            # DeBERTa's term and dropout sets are one kernel's code: one group, so the sample stays small
+            # DeBERTa's term and dropout sets, and a varlen kernel with and without GQA, are one kernel's
+            # code: one group, so the sample stays small
             kernel = row["kernel"].removesuffix("_c2p").removesuffix("_p2c").removesuffix("_dropout")
+            kernel = kernel.removesuffix("_gqa")
             groups[(kernel, row["arch"])].append(row)
     sample = []
     for _, pickable in sorted(groups.items()):

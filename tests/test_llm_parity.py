@@ -321,13 +321,66 @@ def test_packed_gradients_match_padded(llm, variant):
     assert_packed_grads_match_padded(model_dir, ragged_ids([30, 30, 17, 7, 7, 2, 1], seed=1), atol=2e-4)
 
 
-def test_triton_is_refused_until_the_kernel_takes_grouped_heads(llm):
-    model_dir, _ = llm("llama")
+def test_gemma2_is_refused_on_the_triton_kernel(llm):
+    """The varlen kernel serves Llama, Mistral, Qwen2 and Qwen3; Gemma 2's soft-capping and windows it has not."""
+    assert all(FAMILIES[f].supports_triton for f in ("llama", "mistral", "qwen2", "qwen3"))
+    assert not FAMILIES["gemma2"].supports_triton
+    model_dir, _ = llm("gemma2")
     model, cfg = load_model(model_dir)
     assert not cfg.spec.supports_triton
-    assert all(not FAMILIES[f].supports_triton for f in ("llama", "mistral", "qwen2", "qwen3", "gemma2"))
     with pytest.raises(MinirmError, match="cannot run on the triton kernel"):
         model(*pad_batch(ragged_ids([3]), PAD, "cpu"), "triton")
+
+
+@pytest.fixture(scope="module")
+def qwen3_gqa(tmp_path_factory):
+    """A tiny Qwen3 with 8 query heads sharing 2 K/V heads of 16 (a head dim the kernel takes)."""
+    model = hf_model("qwen3", num_attention_heads=8, num_key_value_heads=2, head_dim=16)
+    out = tmp_path_factory.mktemp("qwen3-gqa")
+    model.save_pretrained(out)
+    save_tokenizer(out)
+    return out, model
+
+
+# the kernel in Triton's interpreter on CPU (tests/conftest.py sets TRITON_INTERPRET=1)
+@pytest.mark.parametrize("variant", ["qwen3-gqa", "llama", "mistral-window", "qwen2-window"])
+def test_triton_kernel_matches_transformers(llm, qwen3_gqa, variant):
+    """The packed path through the varlen kernel, K/V heads grouped (4 or 2 query heads per K/V
+    head): transformers' logits to 1e-5 in fp32. mistral-window's window (5) and qwen2-window's
+    (4, from its second layer on) are shorter than the batch: those layers run SDPA, the others the kernel."""
+    pytest.importorskip("triton")
+    model_dir, reference = qwen3_gqa if variant == "qwen3-gqa" else llm(variant)
+    model, _ = load_model(model_dir)
+    ids = ragged_ids(LENGTHS)
+    torch.testing.assert_close(our_logits(model, ids, "triton"), hf_logits(reference, ids), atol=ATOL, rtol=0)
+
+
+def test_triton_kernel_serves_a_window_as_long_as_the_batch(llm, monkeypatch):
+    """A sliding window no shorter than the batch's longest sequence hides nothing: the layer runs on the kernel."""
+    pytest.importorskip("triton")
+    from minirm.kernels import attention
+
+    model_dir, reference = llm("mistral-window")  # window 5
+    model, _ = load_model(model_dir)
+    calls = []
+    kernel = attention.varlen_attention
+    monkeypatch.setattr(attention, "varlen_attention", lambda *a, **k: calls.append(a[1].shape) or kernel(*a, **k))
+    short = ragged_ids([5, 3, 1])
+    torch.testing.assert_close(our_logits(model, short, "triton"), hf_logits(reference, short), atol=ATOL, rtol=0)
+    assert calls == [(9, 2, 16)] * 3  # every layer, K/V with their 2 heads
+    calls.clear()
+    our_logits(model, ragged_ids([6, 3]), "triton")
+    assert calls == []  # a window shorter than the batch: SDPA
+
+
+def test_triton_kernel_gradients_match_padded(qwen3_gqa):
+    """Training takes the kernel on CUDA: dq, and dk and dv summed over each group's query heads,
+    reach every parameter as the padded path's gradients do."""
+    pytest.importorskip("triton")
+    from packed_grads import assert_packed_grads_match_padded
+
+    model_dir, _ = qwen3_gqa
+    assert_packed_grads_match_padded(model_dir, ragged_ids([30, 17, 17, 2, 1], seed=1), atol=2e-4, backend="triton")
 
 
 def test_gemma2_embeddings_are_scaled_in_their_own_dtype(llm):

@@ -26,10 +26,18 @@ Where minirm and transformers differ on purpose:
 - the score token: transformers reads the rightmost token that is not pad_token_id; minirm reads
   each sequence's last real token (see each family file's docstring).
 
-Attention runs on SDPA (padded with a mask, or packed: SDPA per run of equal-length sequences),
-with GQA handled by SDPA itself; soft-capping, which SDPA cannot do, and the eager backend write the
-attention out. The Triton varlen kernel computes neither GQA nor windows yet: supports_triton is
-False for these families.
+Attention runs on one of three paths:
+
+- on CUDA, by default, the Triton varlen kernel (kernels/attention.py; --attention triton): Llama,
+  Mistral, Qwen2 and Qwen3. The tokens are packed and the kernel reads the K/V heads in place
+  (grouped-query attention), forward and backward. The kernel has no sliding window: a layer whose
+  window is shorter than the batch's longest sequence runs SDPA over the packed runs instead (a
+  window that long or longer, Mistral-7B-v0.1's 4096 on shorter texts, changes nothing: the layer
+  runs on the kernel). Gemma 2 is not served by the kernel (supports_triton False): it has
+  neither soft-capping nor windows;
+- SDPA, padded with a mask or packed (SDPA per run of equal-length sequences), with GQA handled by
+  SDPA itself;
+- soft-capping, which SDPA cannot do, and the eager backend write the attention out.
 """
 
 from __future__ import annotations
@@ -384,16 +392,23 @@ def decoder_attend(q, k, v, ctx: Context, scale: float, window: int | None = Non
     batch = ctx.batch
     heads = -2 if batch.packed else -3
     gqa = q.size(heads) != k.size(heads)
-    if batch.backend == "triton":
-        raise MinirmError("no triton kernel computes grouped-query or windowed attention; "
-                          "use --attention packed or sdpa")
+    # a window at least as long as the longest sequence hides nothing: plain causal attention
+    plain = softcap is None and (window is None or window >= batch.max_len)
+    if batch.backend == "triton" and plain:
+        if dropout:
+            raise MinirmError("the triton attention kernel has no attention dropout; set attention_dropout to 0 "
+                              "or use --attention sdpa")
+        from minirm.kernels.attention import varlen_attention  # imported lazily: only this backend needs Triton
+
+        # (N, H, hd) queries over (N, Hk, hd) keys and values, read in place by the kernel
+        return varlen_attention(q, k, v, batch.cu_seqlens, batch.max_len, causal=True, softmax_scale=scale)
     if not batch.packed:
         mask = ctx.mask(window)
         if softcap is None and batch.backend == "sdpa":
             return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, scale=scale,
                                                   enable_gqa=gqa)
         return _explicit_attention(q, k, v, mask, scale, softcap, dropout)
-    out = []
+    out = []  # packed, and triton where the kernel cannot serve the layer (a window, soft-capping)
     for start, count, length in batch.runs:  # each run of equal lengths needs no padding mask
         span = slice(start, start + count * length)
         qs, ks, vs = (t[span].view(count, length, *t.shape[1:]).transpose(1, 2) for t in (q, k, v))
@@ -466,7 +481,8 @@ class DecoderRewardModel(RewardModel):
     """Embeddings, the layers, a final norm and the `score` head at each sequence's last real token."""
 
     causal = True
-    supports_triton = False  # the varlen kernel has no grouped-query attention or windows yet
+    # the varlen kernel computes grouped-query causal attention; windowed layers fall back (decoder_attend)
+    supports_triton = True
     head_modules = ("final_norm", "score")  # the final norm runs on the gathered tokens only
     layer_type: type = DecoderLayer
     norm_type: type = RMSNorm

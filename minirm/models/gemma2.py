@@ -77,6 +77,7 @@ class Gemma2Layer(torch.nn.Module):
 
 
 class Gemma2RewardModel(DecoderRewardModel):
+    supports_triton = False  # the varlen kernel has neither soft-capping nor sliding windows
     layer_type = Gemma2Layer
     norm_type = GemmaRMSNorm
 

@@ -4,6 +4,7 @@ processes. score.py and train.py share both."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 
@@ -67,15 +68,24 @@ def setup_distributed(device: str | None) -> tuple[Dist, torch.device]:
     return d, torch.device("cpu")
 
 
-def teardown_distributed(finished: bool = True) -> None:
-    """Close the torchrun process group, if this process opened one. A gloo group left open at
-    exit can abort the process ("terminate called without an active exception") while its
-    threads are torn down, and so can one torn down while a peer still uses it: after a run
-    that `finished`, every rank waits for the others first (after an error it does not, since
-    a peer may be stuck in another collective)."""
+@contextlib.contextmanager
+def closing_process_group():
+    """Close the torchrun process group, if this process opened one, when the block ends. A gloo
+    group left open at exit can abort the process ("terminate called without an active
+    exception") while its threads are torn down, and so can one torn down while a peer still uses
+    it: after a block that finished, every rank waits for the others first (after an error it
+    does not, since a peer may be stuck in another collective)."""
     import torch.distributed as dist
 
-    if dist.is_available() and dist.is_initialized():
-        if finished:
-            dist.barrier()
-        dist.destroy_process_group()
+    def close(finished: bool) -> None:
+        if dist.is_available() and dist.is_initialized():
+            if finished:
+                dist.barrier()
+            dist.destroy_process_group()
+
+    try:
+        yield
+    except BaseException:
+        close(finished=False)
+        raise
+    close(finished=True)

@@ -183,16 +183,11 @@ def run(argv: list[str] | None = None, prog: str = "score.py") -> int:
     check_arguments(args)
     if args.serve is not None:
         return run_server(args)
-    from ..devices import setup_distributed, teardown_distributed
+    from ..devices import closing_process_group, setup_distributed
 
     d, device = setup_distributed(args.device)
-    try:
-        status = score_file_or_pairs(args, d, device)
-    except BaseException:
-        teardown_distributed(finished=False)  # under torchrun: close the process group (devices.py)
-        raise
-    teardown_distributed()
-    return status
+    with closing_process_group():  # under torchrun: closed before exit (devices.py)
+        return score_file_or_pairs(args, d, device)
 
 
 def score_file_or_pairs(args, d, device) -> int:

@@ -47,6 +47,7 @@ from dataclasses import dataclass
 
 from ..text.formats import ChatTurn
 from ..text.records import Sample
+from ..text.templates import conversation
 
 # One special-token marker as tokenizers decode them: GPT-2/Qwen/Llama 3 "<|...|>", SentencePiece
 # "<s>" "</s>", Gemma and T5 "<pad>" "<eos>" "<bos>" "<unk>" "<end_of_turn>", BERT "[PAD]" "[SEP]" ...
@@ -226,9 +227,7 @@ def chat_query_sample(query: str, prompt: str | None, template: str | None) -> t
     else:
         turns = template_turns(split.prompt, template)
         response = strip_markers(strip_edge_markers(split.response), template)
-    roles = {"bot": "assistant"}
-    messages = [{"role": roles.get(t.speaker, t.speaker), "content": t.message} for t in turns]
-    return Sample.conversation([*messages, {"role": "assistant", "content": response}]), split.rule
+    return Sample.conversation(conversation(turns, response)), split.rule
 
 
 def query_sample(query: str, prompt: str | None, pair_input: bool, template: str | None,

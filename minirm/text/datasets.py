@@ -30,7 +30,7 @@ from typing import Callable
 from ..errors import MinirmError, first_line
 from ..hub import REPO_ID, cached_snapshot, download_hint, hub_cache_dir, hub_errors, require_hub
 from .formats import ChatTurn
-from .records import Sample, check_messages, parse_jsonl, transcript_sample
+from .records import Sample, check_conversation_pair, parse_jsonl, transcript_sample
 
 DATA_SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".parquet")
 # JSON that `datasets` writes beside the data in a saved or Hub dataset: metadata, not rows
@@ -214,11 +214,7 @@ def preference(row: dict, where: str) -> list[Example]:
         prompt = _text(row, where, "instruction")
         samples = [Sample.pair(prompt, _text(row, where, k)) for k in ("chosen_response", "rejected_response")]
     elif isinstance(row.get("chosen"), list) or isinstance(row.get("rejected"), list):
-        for key in ("chosen", "rejected"):
-            check_messages(row.get(key), where, key)
-        if "prompt" in row:
-            raise MinirmError(f"{where}: 'chosen' and 'rejected' are whole conversations, which hold the prompt: "
-                              "drop the 'prompt' field, or give chosen and rejected as strings")
+        check_conversation_pair(row, where)
         samples = [Sample.conversation(row[k]) for k in ("chosen", "rejected")]
     elif "chosen" in row or "rejected" in row:
         chosen, rejected = _text(row, where, "chosen"), _text(row, where, "rejected")

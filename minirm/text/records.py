@@ -240,11 +240,7 @@ def row_kind(row: dict, where: str) -> str:
             check_messages(row["messages"], where, "messages")
             return kind
         if kind == "preference" and isinstance(row["chosen"], list):  # conversations (Skywork, RewardBench 2 style)
-            for f in ("chosen", "rejected"):
-                check_messages(row[f], where, f)
-            if "prompt" in row:
-                raise MinirmError(f"{where}: 'chosen' and 'rejected' are whole conversations, which hold the prompt: "
-                                  "drop the 'prompt' field, or give chosen and rejected as strings")
+            check_conversation_pair(row, where)
             return kind
         for f in KINDS[kind] + (("prompt",) if kind == "preference" and "prompt" in row else ()):
             if not isinstance(row[f], str):
@@ -255,6 +251,15 @@ def row_kind(row: dict, where: str) -> str:
         f"{where}: needs 'prompt' and 'response', 'text', 'chosen' and 'rejected', or 'messages' fields "
         f"(found: {found})"
     )
+
+
+def check_conversation_pair(row: dict, where: str) -> None:
+    """A preference row whose `chosen` and `rejected` are whole conversations (message lists)."""
+    for f in ("chosen", "rejected"):
+        check_messages(row.get(f), where, f)
+    if "prompt" in row:
+        raise MinirmError(f"{where}: 'chosen' and 'rejected' are whole conversations, which hold the prompt: "
+                          "drop the 'prompt' field, or give chosen and rejected as strings")
 
 
 def check_messages(messages, where: str, field: str = "messages") -> None:

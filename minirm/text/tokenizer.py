@@ -137,12 +137,14 @@ class RewardTokenizer:
         rendered by the template) gets no second one."""
         if self.chat_template is None:
             return [e.ids for e in self.tokenizer.encode_batch(texts)]
-        return self._encode_rendered(texts)
+        encoded = self._encode_rendered(texts)
+        self.cut["start"] += sum(cut for _, cut in encoded)
+        return [ids for ids, _ in encoded]
 
-    def _encode_rendered(self, texts: list[str], count: bool = True) -> list[list[int] | None]:
-        """Tokenize without the tokenizer's special tokens the texts that start with BOS, with them
-        the others (templates.py): one BOS either way. A text longer than max_length is cut from
-        the truncation side with its BOS kept (counted in `cut`), or, with count=False, is None."""
+    def _encode_rendered(self, texts: list[str]) -> list[tuple[list[int], bool]]:
+        """(ids, whether max_length cut it) per text. Tokenized without the tokenizer's special
+        tokens when the text starts with BOS, with them otherwise (templates.py): one BOS either
+        way. A text longer than max_length is cut from the truncation side, BOS kept."""
         framed = [self.chat_template.starts_with_bos(t) for t in texts]
         out: list = [None] * len(texts)
         for with_bos in (True, False):
@@ -150,33 +152,30 @@ class RewardTokenizer:
             if group:
                 encoded = self.tokenizer.encode_batch([texts[i] for i in group], add_special_tokens=not with_bos)
                 for i, e in zip(group, encoded):
-                    if e.overflowing and not count:
-                        continue
                     ids = e.ids
-                    if e.overflowing:
-                        self.cut["start"] += 1
-                        if with_bos and self.truncation_side == "left":  # BOS was the first token cut
-                            ids = [self.tokenizer.token_to_id(self.chat_template.bos), *ids[1:]]
-                    out[i] = ids
+                    if e.overflowing and with_bos and self.truncation_side == "left":  # BOS was cut first
+                        ids = [self.tokenizer.token_to_id(self.chat_template.bos), *ids[1:]]
+                    out[i] = (ids, bool(e.overflowing))
         return out
 
-    def _fit_by_turns(self, messages: list[dict], rendered: str) -> list[int]:
-        """The ids of `messages` (rendered as `rendered`), longer than max_length: without their
-        oldest turns, as few dropped as fit (after a system message, up to a user turn); if even
-        the last user turn on does not fit, that shortest conversation with its start cut."""
+    def _fit_by_turns(self, messages: list[dict], cut_ids: list[int]) -> list[int]:
+        """The ids of `messages`, which max_length cut to `cut_ids`: without their oldest turns, as
+        few dropped as fit (after a system message, up to a user turn); if even the last user turn
+        on does not fit, that shortest conversation with its start cut."""
         system = messages[:1] if messages and messages[0].get("role") == "system" else []
         rest = messages[len(system):]
-        shortest = rendered
         for start in [i for i, m in enumerate(rest) if m.get("role") == "user" and i > 0]:
             try:
-                shortest = self.chat_template.render(system + rest[start:])
+                text = self.chat_template.render(system + rest[start:])
             except TemplateRefused:
                 continue  # a template that needs what was dropped (a first turn of some kind): drop more
-            ids = self._encode_rendered([shortest], count=False)[0]
-            if ids is not None:
+            [(ids, cut)] = self._encode_rendered([text])
+            if not cut:
                 self.cut["turns"] += 1
                 return ids
-        return self._encode_rendered([shortest])[0]
+            cut_ids = ids
+        self.cut["start"] += 1
+        return cut_ids
 
     def encode_samples(self, samples: list[Sample]) -> list[list[int]]:
         """Format and tokenize, keeping order: the one path that scoring and training share.
@@ -224,11 +223,9 @@ class RewardTokenizer:
             except TemplateRefused as e:
                 raise TemplateRefused(e.reason, i) from None
             conversations.append(messages)
-        out = self._encode_rendered(rendered, count=False)
-        for i, ids in enumerate(out):
-            if ids is None:  # longer than max_length: the oldest turns go first, then the start
-                out[i] = self._fit_by_turns(conversations[i], rendered[i])
-        return out
+        # longer than max_length: the oldest turns go first, then the start
+        return [self._fit_by_turns(messages, ids) if cut else ids
+                for messages, (ids, cut) in zip(conversations, self._encode_rendered(rendered))]
 
     def cut_note(self) -> str | None:
         """One line on what max_length cut so far, or None."""

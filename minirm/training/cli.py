@@ -165,15 +165,11 @@ def run(argv: list[str] | None = None, prog: str = "train.py") -> int:
 
         print(recipe_table())
         return 0
-    from ..devices import teardown_distributed
+    from ..devices import closing_process_group
     from .loop import train
 
-    try:
+    with closing_process_group():  # under torchrun: closed before exit (devices.py)
         summary = train(config_from_args(args))
-    except BaseException:
-        teardown_distributed(finished=False)  # under torchrun: close the process group (devices.py)
-        raise
-    teardown_distributed()
     if summary.get("eval") is not None:
         print(json.dumps(summary))
     return 0

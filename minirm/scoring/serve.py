@@ -38,10 +38,10 @@ in the last bits; the tests hold them to 1e-5, the project's parity bar).
 from __future__ import annotations
 
 import asyncio
+import collections
 import math
 import threading
 import time
-import collections
 from dataclasses import dataclass, replace
 
 from fastapi import FastAPI, Request  # the [serve] extra: this module is imported only to serve
@@ -352,7 +352,7 @@ class Metrics:
         self._child(self.latency, endpoint).observe(seconds)
 
     def split(self, rules: list[str]) -> None:
-        for rule, n in _count(rules).items():
+        for rule, n in collections.Counter(rules).items():
             self._child(self.splits, rule).inc(n)
 
     def batch(self, sequences: int, tokens: int) -> None:
@@ -364,10 +364,6 @@ class Metrics:
         from prometheus_client import generate_latest
 
         return generate_latest(self.registry)
-
-
-def _count(items: list) -> dict:
-    return {items[0]: 1} if len(items) == 1 else collections.Counter(items)
 
 
 # --- requests -> samples ------------------------------------------------------------------------

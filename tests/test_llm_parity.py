@@ -66,7 +66,13 @@ def hf_model(variant: str, seed: int = 0, **overrides):
     """A random transformers model with every parameter perturbed (no bias or norm left at 0 or 1)."""
     prefix, _ = VARIANTS[variant]
     torch.manual_seed(seed)
-    model = getattr(tf, f"{prefix}ForSequenceClassification")(hf_config(variant, **overrides))
+    config = hf_config(variant, **overrides)
+    # Gemma 2 on its eager attention, the only one of transformers' that soft-caps the scores:
+    # transformers 5.17 runs it on SDPA by default and silently drops the capping (5.25 refuses
+    # SDPA with soft-capping), so the default would be a wrong reference under 5.17.
+    if prefix == "Gemma2":
+        config._attn_implementation = "eager"
+    model = getattr(tf, f"{prefix}ForSequenceClassification")(config)
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.05 * torch.randn_like(p))

@@ -23,7 +23,6 @@ import os
 import re
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,6 +32,7 @@ sys.path.insert(0, str(ROOT))
 import triton  # noqa: E402
 import triton.language as tl  # noqa: E402
 
+from benchmarks.sass_loops import sass_lines  # noqa: E402
 from minirm.kernels.attention import _LOG2E, _head_offset, _load_rows, _locate_tile, _row_offsets, _store_rows  # noqa: E402
 
 
@@ -156,19 +156,10 @@ def compile_both(arch, head_dim, dtype, block_m, block_n, num_warps, num_stages)
         compiled = triton.compile(ASTSource(fn=function, signature=signature, constexprs=values, attrs=attrs),
                                   target=target, options=dict(num_warps=num_warps, num_stages=num_stages))
         registers, spill = aot._resource_usage(compiled.asm["cubin"])
-        sass = _sass(compiled.asm["cubin"])
+        sass = sass_lines(compiled.asm["cubin"])
         mma = sum(1 for line in sass if re.search(r"\b(HMMA|HGMMA|IMMA|DMMA)\b", line))
         results[name] = (registers, spill, int(compiled.metadata.shared), len(sass), mma)
     return results
-
-
-def _sass(cubin):
-    tool = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
-    with tempfile.NamedTemporaryFile(suffix=".cubin") as file:
-        file.write(cubin)
-        file.flush()
-        text = subprocess.run([str(tool), "-sass", file.name], capture_output=True, text=True, check=True).stdout
-    return [line for line in text.splitlines() if re.match(r"\s+/\*[0-9a-f]{4,}\*/\s+\S", line)]
 
 
 # Loop bodies holding the key-block dots: the shipped kernel runs its interior blocks and its

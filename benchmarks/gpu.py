@@ -30,6 +30,10 @@ failure, a crash or a hung kernel costs that section only):
                 loop; ten steps of the oa-deberta recipe (fp16, gradient checkpointing, K-wise rank
                 loss) on the 1.5B model: step time, peak memory, finite losses.
   server        score.py --serve on the GPU under 32 concurrent clients, against offline scoring.
+  candidates    only when named (--sections candidates), as a second command: versions of the
+                varlen forward kernel (snapshots in .candidates/, carried with the tree) against
+                the current one, config by config, each checked before it is timed, beside SDPA
+                flash. benchmarks/gpu_candidates.py says how to take a snapshot.
 
 Results, written after every section (atomically): DIR/gpu.json (the command, date, device,
 versions, and one object per section: name, ok, seconds, figures, error, plus what was cut for
@@ -81,6 +85,7 @@ class Section:
     budget_s: float  # on the H200; the section stops starting new cases once it is spent
     function: str  # module:function, imported in the section's own process
     about: str
+    default: bool = True  # runs without --sections; False: only when named
 
 
 SECTIONS = {s.name: s for s in [
@@ -92,10 +97,13 @@ SECTIONS = {s.name: s for s in [
     Section("training", 80, "benchmarks.gpu_models:training",
             "training steps/s vs transformers; oa-deberta recipe on 1.5B"),
     Section("server", 40, "benchmarks.gpu_models:server", "score.py --serve, 32 clients, vs offline"),
+    Section("candidates", 150, "benchmarks.gpu_candidates:candidates_section",
+            "forward kernel versions (.candidates/) config by config; only when named", default=False),
 ]}
 # A section gets its budget, then this much more before it is killed (a case in progress cannot
-# be interrupted between CUDA kernels): 10 s + 5 %. The budgets add up to 470 s; with every grace
-# spent, 553 s: under the 10 minutes one command may run on the GPU machine.
+# be interrupted between CUDA kernels): 10 s + 5 %. The default sections' budgets add up to 470 s;
+# with every grace spent, 553 s: under the 10 minutes one command may run on the GPU machine.
+# candidates (not in the default run) is a second command of its own.
 GRACE_S, GRACE_SHARE = 10, 0.05
 # a dry run's sections may take this many times their GPU limit: they run side by side on a CPU
 # (with CI's other test environment beside them) and measure nothing
@@ -121,9 +129,10 @@ def parse_args(argv=None):
     parser = Parser(prog=PROG, description=__doc__.split("\n\n")[0], epilog=epilog,
                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True, help="folder for gpu.json, gpu.md and the plots")
-    parser.add_argument("--sections", default=",".join(SECTIONS),
+    defaults = ",".join(s.name for s in SECTIONS.values() if s.default)
+    parser.add_argument("--sections", default=defaults,
                         help=f"comma-separated sections to run, merged into an existing DIR/gpu.json "
-                             f"(default: all: {names})")
+                             f"(default: {defaults}; choose from {names})")
     parser.add_argument("--dry-run", action="store_true",
                         help="tiny sizes on CPU, kernels in Triton's interpreter: checks that the script works")
     parser.add_argument("--fail-section", help=argparse.SUPPRESS)  # tests: that section raises at its start

@@ -142,4 +142,28 @@ def scoring_plot(plt, rows):
     return figure
 
 
-PLOTS = {"kernel-speed": ("fixed", kernel_speed_plot), "scoring": ("models", scoring_plot)}  # section: (rows, draw)
+def candidates_plot(plt, rows):
+    """One panel per head dim: a bar per (config, kernel version), TFLOP/s."""
+    head_dims = sorted({row["head_dim"] for row in rows})
+    names = list(dict.fromkeys(row["candidate"] for row in rows))
+    figure, axes = plt.subplots(len(head_dims), 1, figsize=(9, 3.4 * len(head_dims)), squeeze=False)
+    width = 0.8 / len(names)
+    for axis, head_dim in zip(axes[:, 0], head_dims):
+        mine = [row for row in rows if row["head_dim"] == head_dim]
+        configs = list(dict.fromkeys(row["config"] for row in mine))
+        for k, name in enumerate(names):
+            tflops = {row["config"]: row.get("tflops") or 0 for row in mine if row["candidate"] == name}
+            axis.bar([i + k * width for i in range(len(configs))], [tflops.get(c, 0) for c in configs], width=width,
+                     label=name)
+        axis.set_xticks([i + 0.4 - width / 2 for i in range(len(configs))])
+        axis.set_xticklabels(configs, fontsize=7)
+        axis.set_title(f"forward, head dim {head_dim}, non-causal")
+        axis.set_ylabel("TFLOP/s")
+        axis.grid(alpha=0.3, axis="y")
+        axis.legend(fontsize=8)
+    figure.tight_layout()
+    return figure
+
+
+PLOTS = {"kernel-speed": ("fixed", kernel_speed_plot), "scoring": ("models", scoring_plot),  # section: (rows, draw)
+         "candidates": ("configs", candidates_plot)}

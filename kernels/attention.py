@@ -124,6 +124,54 @@ without GQA compiles the group loop as one iteration: the report compiles each k
 * Not tried: a constexpr group size (an unrolled loop, perhaps fewer registers, but a set of
   variants per group size to compile and table) and a flattened (head, block) loop (one
   pipelined loop, but a wrap-around per iteration that a launch without GQA would pay too).
+
+Design notes: one scale per score, planned off the GPU (issue 29)
+-----------------------------------------------------------------
+Issue 29 wants 400 TFLOP/s forward at head dim 64 and 480 at 128 on an H100/H200. No GPU was lent
+to the session that made this change, so it was chosen from the SASS and its effect is a
+prediction, to be timed on the GPU by ``python -m benchmarks.gpu --sections candidates`` against a
+snapshot of the kernel before it (benchmarks/gpu_candidates.py). Figures: ``python -m
+benchmarks.sass_loops --candidate .candidates/before-fold.py`` (triton 3.9.0, sm_90, bf16,
+non-causal), instructions per warp and key-loop iteration.
+
+* What the SASS shows. On sm_90 every forward config with 64 or more query rows per warpgroup
+  runs its two dots on Hopper's warpgroup MMA (HGMMA, operands from shared memory); the 32- and
+  16-row configs run mma.sync (HMMA). Tiles arrive by cp.async (LDGSTS), not TMA (no UTMALDG).
+  Per score the loop needs one ex2 (MUFU) and a few fp32 ops, and ptxas already contracted
+  ``scores * scale - max`` into one FFMA, but the max itself was taken over a second, FMUL-scaled
+  copy of the scores: one FMUL per score spent only on the max.
+* The change. The max is taken over the raw scores and scaled once per row (the scale is
+  positive and rounding is monotonic, so max(raw) * scale is exactly the max of the scaled
+  scores: row_max and LSE do not change by a bit), and _scaled_exp2 forms exp2(raw * scale -
+  max) with an explicit tl.fma, so the contraction no longer depends on Triton's fp-fusion
+  default (announced off from 3.10). Interior iteration: head dim 64, 128x64 on 4 warps 569 ->
+  509 instructions (-10.5 %), 128x64 on 8 warps 326 -> 295, 128x128 on 8 warps 523 -> 461, 64x64
+  on 4 warps 329 -> 296; head dim 128, 128x64 on 8 warps 389 -> 360, 128x128 on 8 warps 595 ->
+  533. The masked edge loop loses as many (it now contracts too: 663 -> 603). Registers: -2 to
+  +22 (128x128 on 8 warps, head dim 64: 166 -> 188, no spill). Triton 3.6.0, which the GPU
+  machine runs, agrees: 558 -> 499 (128x64, 4 warps) and 502 -> 441 (128x128, 8 warps); its
+  compile table moved by a median -1 register and no config changed sides. Over the whole triton
+  3.9.0 table (forward and forward_gqa, sm_80 and sm_90), configs clean before and after move by
+  a median -3 to +1 registers, and two sm_80 configs stop spilling (128x64 on 8 warps, head dim
+  128, fp16 and bf16, non-causal: 8 bytes -> 0) and join the autotuner. The backward kernels
+  already get one FFMA per score (scores * scale - lse), while fp fusion is on; without it they
+  would pay an FMUL and an FADD per score (dQ 270 -> 302, dK/dV 347 -> 379 instructions per
+  iteration, head dim 64): the next change to them should use _scaled_exp2 too.
+* The prediction. An SM issues 4 warp-instructions per clock, runs 4096 dense bf16 tensor FLOPs
+  and 16 ex2 per clock (H100: 989 TFLOP/s against 3.9 TFLOP/s of special functions, FA3 paper,
+  arXiv:2407.08608). Per 128x64 tile iteration at head dim 64, the two dots take 512 clocks of
+  the tensor cores and the 8192 ex2 512 clocks of MUFU; issuing took 569 clocks on 4 warps (652 on
+  8; 1046 against 1024 and 1024 for 128x128 tiles). So at head dim 64 issue was the binding
+  limit and now sits at or below the other two (509, 590, 922): predicted +2 % (128x128) to +11 %
+  (128x64, 4 warps) forward TFLOP/s at the best config, if the overlap is good enough for any of
+  these limits to bind. At head dim 128 the tensor cores bind (1024 clocks against 778 issue for
+  128x64 on 8 warps): predicted within noise. If head dim 64 moves less than 2 %, the loop is
+  bound by latency, not throughput (one warpgroup cannot overlap its softmax with its own
+  wgmma), and the next lever is FA3's: two consumer warpgroups in ping-pong, which Triton reaches
+  through warp specialisation (tl.range(..., warp_specialize=True)) or by issuing the next
+  block's q.k dot before this block's softmax. After those, ex2 binds at head dim 64 (MUFU =
+  tensor time); part of it could move to FMA-pipe polynomials as FA4 does, only if the result
+  stays as exact as MUFU's ex2.
 """
 
 import math
@@ -222,6 +270,17 @@ def _load_values(pointer, rows, seq_len, MASKED: tl.constexpr):
 
 
 @triton.jit
+def _scaled_exp2(scores, scale, offset):
+    """exp2(scores * scale - offset), the scaling and the subtraction in one rounding (one FFMA).
+
+    Written as an fma rather than left to the compiler: ptxas contracts ``scores * scale - offset``
+    only while floating-point fusion is on, and Triton announces it off by default from 3.10
+    (TRITON_DEFAULT_FP_FUSION); without it every score costs an FMUL and an FADD.
+    """
+    return tl.exp2(tl.fma(scores, scale, -offset))
+
+
+@triton.jit
 def _store_rows(pointer, rows, offs_d, stride_token, seq_len, tile):
     tl.store(pointer + rows[:, None] * stride_token + offs_d[None, :], tile.to(pointer.dtype.element_ty),
              mask=(rows < seq_len)[:, None])
@@ -250,8 +309,9 @@ def _forward_key_blocks(acc, row_max, row_sum, q, K, V, offs_m, offs_d, stride_t
         k = _load_rows(K, offs_key, offs_d, stride_token, seq_len, MASKED)
         v = _load_rows(V, offs_key, offs_d, stride_token, seq_len, MASKED)
 
-        # scores[i, j] = (q_i . k_j) * softmax_scale * log2(e), accumulated in fp32.
-        scores = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * softmax_scale_log2
+        # scores[i, j] = q_i . k_j, accumulated in fp32 and not yet scaled: the base-2 score is
+        # scores * softmax_scale_log2, formed once per score inside the fma below (see _scaled_exp2).
+        scores = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION)
         if MASKED:
             # Keys past the sequence end (and, if causal, keys after the query) get probability 0.
             allowed = (offs_key < seq_len)[None, :]
@@ -262,8 +322,10 @@ def _forward_key_blocks(acc, row_max, row_sum, q, K, V, offs_m, offs_d, stride_t
         # Online softmax. Every row sees at least one key in the first block visited (key 0 is
         # visible to every query, even with the causal mask), so new_max is finite from the
         # first iteration on and the subtractions below never compute -inf - (-inf) = NaN.
-        new_max = tl.maximum(row_max, tl.max(scores, 1))
-        probs = tl.exp2(scores - new_max[:, None])
+        # The scale is positive and rounding is monotonic, so scaling the row's largest raw score
+        # gives exactly the largest scaled score: one multiply per row instead of one per score.
+        new_max = tl.maximum(row_max, tl.max(scores, 1) * softmax_scale_log2)
+        probs = _scaled_exp2(scores, softmax_scale_log2, new_max[:, None])
         # The old row_sum and acc were computed relative to the old max. Multiplying by
         # exp2(old_max - new_max) re-expresses them relative to the new max, so all terms share
         # one reference point. (On the first block old_max = -inf and the factor is 0.)
@@ -1005,7 +1067,7 @@ def varlen_attention(q, k, v, cu_seqlens, max_seqlen, causal=False, softmax_scal
             CPU cu_seqlens only).
         causal: if True, query i of a sequence attends keys j <= i of that sequence (GPT-2);
             if False, every token attends its whole sequence (BERT, RoBERTa).
-        softmax_scale: multiplier of q.k before the softmax; defaults to 1 / sqrt(head_dim).
+        softmax_scale: multiplier of q.k before the softmax, positive; defaults to 1 / sqrt(head_dim).
 
     Returns:
         (total_tokens, heads, head_dim) tensor with the dtype of q. Softmax and accumulation
@@ -1026,11 +1088,18 @@ def varlen_attention(q, k, v, cu_seqlens, max_seqlen, causal=False, softmax_scal
             f"PyTorch version.")
     if softmax_scale is None:
         softmax_scale = 1.0 / math.sqrt(q.shape[2])
+    try:
+        scale = float(softmax_scale)
+    except (TypeError, ValueError, RuntimeError):
+        scale = math.nan
+    if isinstance(softmax_scale, (bool, str)) or not 0 < scale < math.inf:
+        # the forward takes each row's max over unscaled scores, which only a positive scale allows
+        raise ValueError(f"softmax_scale must be a positive finite number, got {softmax_scale!r}")
     # The kernels assume contiguous (total_tokens, heads, head_dim) tensors (K and V sharing strides).
     # .contiguous() is free when that already holds; when it copies, autograd routes the
     # gradient back through the copy.
     q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
-    return _VarlenAttentionFunction.apply(q, k, v, cu_seqlens, max_seqlen, bool(causal), float(softmax_scale))
+    return _VarlenAttentionFunction.apply(q, k, v, cu_seqlens, max_seqlen, bool(causal), scale)
 
 
 def varlen_attention_reference(q, k, v, cu_seqlens, causal=False, softmax_scale=None):

@@ -267,6 +267,13 @@ def valid_inputs():
         (lambda a: a.update(max_seqlen=0), "positive"),
         (lambda a: a.update(max_seqlen=5.0), "positive Python int"),
         (lambda a: a.update(q=a["q"].numpy()), "torch.Tensor"),
+        (lambda a: a.update(softmax_scale=-0.25), "softmax_scale must be a positive finite number, got -0.25"),
+        (lambda a: a.update(softmax_scale=0.0), "positive finite"),
+        (lambda a: a.update(softmax_scale=float("inf")), "positive finite"),
+        (lambda a: a.update(softmax_scale=float("nan")), "positive finite"),
+        (lambda a: a.update(softmax_scale=torch.tensor(-0.25)), "positive finite"),
+        (lambda a: a.update(softmax_scale="0.25"), "positive finite"),
+        (lambda a: a.update(softmax_scale=True), "positive finite"),
     ],
 )
 def test_invalid_inputs_raise_value_error(change, message):

@@ -420,3 +420,28 @@ def aot_slow_quick():
     import aot_slow
 
     return aot_slow.QUICK
+
+
+def _forward_loops(*flags):
+    """benchmarks/sass_loops.py on the forward kernel, head dim 64, bf16, sm_90, 128 x 64 tiles on 4 warps."""
+    env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
+    done = subprocess.run([sys.executable, "-m", "benchmarks.sass_loops", "--configs", "128x64x4x3", "--json", *flags],
+                          cwd=Path(__file__).resolve().parents[1], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return {row["loop"]: row for row in map(json.loads, done.stdout.splitlines())}
+
+
+@pytest.mark.parametrize("flags", [(), ("--no-fp-fusion",)], ids=["fp-fusion", "no-fp-fusion"])
+def test_the_forward_scales_each_score_once_inside_an_fma(flags):
+    """A 128 x 64 tile on 4 warps is 64 scores per thread and 64 accumulator values (head dim 64). Per
+    score the loop needs one ex2 (MUFU) and one FFMA (scale and subtract the max: _scaled_exp2); the
+    only per-element FMULs left are the accumulator's rescale. Before issue 29's change the max was
+    taken over scaled scores: 64 more FMULs per iteration (569 instead of 509 instructions), and
+    without fp fusion (Triton 3.10's announced default) the subtraction became 64 more FADDs."""
+    loops = _forward_loops(*flags)
+    assert set(loops) == {"interior", "edge"}
+    for row in loops.values():
+        assert row["HGMMA"] > 0 and row["HMMA"] == 0  # Hopper's warpgroup MMA, not mma.sync
+        assert 64 <= row["MUFU"] <= 72 and row["FFMA"] >= 64
+        assert row["FMUL"] <= 64 + 8  # the accumulator's rescale, and a few per row
+    assert loops["edge"]["FSEL"] >= 64 and loops["interior"]["FSEL"] == 0

@@ -13,7 +13,9 @@ iteration (one warp's), and the counts that decide the forward's speed on Hopper
 * HGMMA / HMMA   the tensor-core work (wgmma on sm_90 for 64-row warpgroup tiles, mma.sync else);
 * MUFU           special-function ops: ex2 of every probability (16 per clock per SM on H100);
 * FMUL FADD FFMA FMNMX FSEL   the fp32 softmax arithmetic, which competes for issue slots;
-* LDGSTS / UTMALDG   cp.async or TMA loads.
+* LDGSTS / UTMALDG   cp.async or TMA loads;
+* ATOMG / REDG / MEMBAR   atomics that return a value, fire-and-forget reductions, memory fences
+                 (DeBERTa's backward scatters its relative-table gradients with atomics).
 
 --candidate compiles a snapshot of kernels/attention.py (benchmarks/gpu_candidates.py takes
 them from git) beside the current kernel, so that a change's effect on the loop is read before a
@@ -37,7 +39,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-SHOWN = ["HGMMA", "HMMA", "MUFU", "FMUL", "FADD", "FFMA", "FMNMX", "FSEL", "LDGSTS", "UTMALDG"]
+SHOWN = ["HGMMA", "HMMA", "MUFU", "FMUL", "FADD", "FFMA", "FMNMX", "FSEL", "LDGSTS", "UTMALDG", "ATOMG", "REDG",
+         "MEMBAR"]
 _INSTRUCTION = re.compile(r"/\*([0-9a-f]{4,})\*/\s+((?:@!?U?P\w+\s+)?)([A-Z][A-Z0-9_.]*)([^;]*);")
 
 
@@ -106,8 +109,10 @@ def main(argv=None) -> int:
     from minirm.kernels import aot
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks.sass_loops", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--kernel", default="forward", choices=["forward", "backward_dkdv", "backward_dq"],
-                        help="a varlen kernel (default: forward)")
+    kernels = [name for name in aot.kernel_functions() if name != "backward_preprocess"]
+    parser.add_argument("--kernel", default="forward", choices=kernels, metavar="KERNEL",
+                        help="a kernel by its compile-report name: forward, backward_dkdv, backward_dq (and _gqa), "
+                             "deberta_forward, deberta_backward_dkdv, ... (default: forward)")
     parser.add_argument("--head-dim", type=int, default=64, choices=[16, 32, 64, 128])
     parser.add_argument("--dtype", default="bf16", choices=["fp16", "bf16", "fp32"])
     parser.add_argument("--causal", action="store_true")
@@ -118,6 +123,8 @@ def main(argv=None) -> int:
     parser.add_argument("--no-fp-fusion", action="store_true", help="compile without mul + add contraction")
     parser.add_argument("--json", action="store_true", help="one JSON object per loop instead of the table")
     args = parser.parse_args(argv)
+    if args.candidate and args.kernel not in ("forward", "backward_dkdv", "backward_dq"):
+        parser.error(f"--candidate snapshots kernels/attention.py: --kernel {args.kernel} is not one of its kernels")
     if args.candidate and not args.candidate.is_file():
         parser.error(f"--candidate {args.candidate}: no such file (python -m benchmarks.gpu_candidates list)")
 

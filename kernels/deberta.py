@@ -80,6 +80,32 @@ Gradients: dQ, dK, dV from the kernels; d(c2p_table) and d(p2c_table) from the d
 kernels with tl.atomic_add, and from them the gradients of Q, K, Pk and Pq through the two
 GEMMs (autograd). Float atomics add in no fixed order, so the relative gradients can differ in
 the last bits from run to run where distances share a bucket.
+
+Relaxed atomics, planned off the GPU (issue 29)
+-----------------------------------------------
+``python -m benchmarks.sass_loops --kernel deberta_backward_dkdv`` (and ``deberta_backward_dq``;
+triton 3.9.0, sm_90, bf16, head dim 64, xxlarge's shape; no GPU) showed each table-gradient add
+compiled as ATOM plus memory fences: tl.atomic_add's default semantics are acq_rel, which orders
+every add against all of the warp's other memory traffic, though nothing in the kernel reads the
+tables back. With sem="relaxed" each add is a fire-and-forget RED. Per warp and key-loop
+iteration: dK/dV 32x128 on 8 warps 1003 -> 872 instructions, 16 ATOM -> 16 RED, 16 GPU-scope
+fences (MEMBAR.ALL.GPU) -> 0, spill 24 -> 16 bytes; 16x64 on 4 warps 512 -> 446, 8 fences -> 0;
+dQ 128x32 on 8 warps 901 -> 771, 16 fences -> 0. (The 3-4 MEMBAR left per iteration are
+CTA-scope, before wgmma reads an operand staged in shared memory, as in the varlen kernels.)
+The instruction count is the smaller part: a GPU-scope fence stalls its warp until the warp's
+earlier stores and atomics are visible device-wide, hundreds of cycles, 16 times an iteration.
+
+Predicted, on what one GPU run measures (kernel-speed's deberta rows): forward + backward
+within 4x the forward's time, as a backward of 2.5x the forward's work plus the table gradients
+should be; the forward does not change. The gradients are the same sums in another order (as
+before, float atomics fix no order). The compile tables move a little both ways (triton 3.9: 15
+of the 1152 backward config rows change sides, 10 of them to clean, mostly on sm_80; none at
+xxlarge's head dim 64 in bf16 on sm_90; every variant keeps a clean config).
+
+Still open, from the same report: at xxlarge's shape dK/dV keeps only 16-query tiles clean
+(32x128 on 8 warps sits at 255 registers, 16 bytes spilled); each score costs two dependent
+gathers per relative term (row index, then table value: LDG 80 and ~240 address instructions an
+iteration), which is where the rest of the loop goes.
 """
 
 import math
@@ -145,6 +171,9 @@ def _scatter_relative(d_scores, dTABLE, ROWS, owners, others, owner_is_query: tl
 
     The owner (the query for c2p, the key for p2c) is one this program alone handles, so the
     atomics only merge the tile's own duplicates: distances that share a row of the table.
+    Relaxed: nothing in the kernel reads the table back, and the kernel's end orders the adds
+    before the GEMMs that do. Triton's default (acq_rel) fences every add: on sm_90 each became
+    ATOM + MEMBAR, where relaxed gives a fire-and-forget RED (issue 29's notes in the header).
     """
     if owner_is_query:
         distance = owners - others + distance_offset
@@ -152,7 +181,7 @@ def _scatter_relative(d_scores, dTABLE, ROWS, owners, others, owner_is_query: tl
         distance = others - owners + distance_offset
     valid = (owners < seq_len) & (others < seq_len)
     distance = tl.where(valid, distance, distance_offset)
-    tl.atomic_add(dTABLE + owners * stride_table + tl.load(ROWS + distance), d_scores, mask=valid)
+    tl.atomic_add(dTABLE + owners * stride_table + tl.load(ROWS + distance), d_scores, mask=valid, sem="relaxed")
 
 
 @triton.jit

@@ -102,8 +102,10 @@ def candidates_section(ctx: Context) -> None:
         ctx.figures.setdefault("sdpa_flash", []).append(dict(head_dim=head_dim, heads=heads,
                                                              tflops=tflops(flops, sdpa_ms),
                                                              share=ctx.share(tflops(flops, sdpa_ms))))
-        jobs = [(name, config) for name, module in modules.items()
-                for config in (module._FORWARD_CONFIGS if not ctx.dry_run else [None])]
+        # config by config, every version in turn: a budget cut leaves whole comparisons, not one side
+        configs = {name: module._FORWARD_CONFIGS if not ctx.dry_run else [None] for name, module in modules.items()}
+        jobs = [(name, versions_configs[i]) for i in range(max(map(len, configs.values())))
+                for name, versions_configs in configs.items() if i < len(versions_configs)]
         rows = ctx.each("configs", jobs, lambda job: config_row(ctx, modules[job[0]], job, problem, flops,
                                                                 THRESHOLDS[DTYPE], head_dim),
                         label=lambda job: f"head dim {head_dim}, {job[0]} {describe(job[1])}")

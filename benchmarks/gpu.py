@@ -30,10 +30,11 @@ failure, a crash or a hung kernel costs that section only):
                 loop; ten steps of the oa-deberta recipe (fp16, gradient checkpointing, K-wise rank
                 loss) on the 1.5B model: step time, peak memory, finite losses.
   server        score.py --serve on the GPU under 32 concurrent clients, against offline scoring.
-  candidates    only when named (--sections candidates), as a second command: versions of the
-                varlen forward kernel (snapshots in .candidates/, carried with the tree) against
-                the current one, config by config, each checked before it is timed, beside SDPA
-                flash. benchmarks/gpu_candidates.py says how to take a snapshot.
+  candidates    only when named (--sections candidates), as a second command: snapshots of the
+                kernel files (in .candidates/, carried with the tree) against the current ones
+                with the same tiles, each checked before it is timed: the varlen forward config
+                by config beside SDPA flash, DeBERTa's forward and backward at xxlarge's shape.
+                benchmarks/gpu_candidates.py says how to take a snapshot.
 
 Results, written after every section (atomically): DIR/gpu.json (the command, date, device,
 versions, and one object per section: name, ok, seconds, figures, error, plus what was cut for
@@ -98,7 +99,7 @@ SECTIONS = {s.name: s for s in [
             "training steps/s vs transformers; oa-deberta recipe on 1.5B"),
     Section("server", 40, "benchmarks.gpu_models:server", "score.py --serve, 32 clients, vs offline"),
     Section("candidates", 150, "benchmarks.gpu_candidates:candidates_section",
-            "forward kernel versions (.candidates/) config by config; only when named", default=False),
+            "kernel versions (.candidates/) beside the current ones; only when named", default=False),
 ]}
 # A section gets its budget, then this much more before it is killed (a case in progress cannot
 # be interrupted between CUDA kernels): 10 s + 5 %. The default sections' budgets add up to 470 s;

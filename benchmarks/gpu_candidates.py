@@ -1,12 +1,12 @@
-"""The candidates section of python -m benchmarks.gpu: versions of the varlen forward kernel, config by config.
+"""The candidates section of python -m benchmarks.gpu: kernel versions side by side on the GPU.
 
 Issue 29 asks every GPU run to test a prediction made off the GPU (from the SASS, the registers,
 the compile report). A prediction about a kernel change is tested by timing the kernel as it was
 beside the kernel as it is, in one process, on the same inputs, with the same launch configs. A
-candidate is a copy of kernels/attention.py from git, taken here:
+candidate is a copy of kernels/attention.py or kernels/deberta.py from git, taken here:
 
-    python -m benchmarks.gpu_candidates snapshot NAME REV    # writes .candidates/NAME.py
-    python -m benchmarks.gpu_candidates list                 # what is there, and from which commit
+    python -m benchmarks.gpu_candidates snapshot NAME REV [--file deberta]   # writes .candidates/NAME.py
+    python -m benchmarks.gpu_candidates list                                 # what is there, from which commit
 
 .candidates/ is ignored by git: name it in the GPU run's carry, so that it travels with the
 working tree ($MINIRM_CANDIDATES names another folder). Then, on the GPU, after the main command
@@ -14,24 +14,31 @@ working tree ($MINIRM_CANDIDATES names another folder). Then, on the GPU, after 
 
     python -m benchmarks.gpu --out DIR --sections candidates
 
-loads every .candidates/*.py and the tree's kernels/attention.py ("current") as modules of their
-own, and for each head dim of CASES (bf16, non-causal, the varlen target of issue 29: 16k tokens
-in sequences of 4096) and each config of that version's own forward block list, launches the
-forward with that config alone (the autotuner bypassed: the comparison is per config, as the SASS
-predictions are), checks the output against SDPA's fp32 math (gpu_kernels.THRESHOLDS, on memory
-poisoned with NaN) and only then times it; a config that spills is timed too (the autotuner
-would skip it). SDPA's flash backend is timed on the same inputs in the same run. Rows
-("configs"): head dim, candidate, config, relative_error, TFLOP/s, share of the bf16 matmul
-ceiling, ratio to "current" with the same config; "best" gives each candidate's fastest config per
-head dim, against SDPA flash; candidates.png draws the configs side by side.
+loads every snapshot and the tree's own kernel files ("current") as modules of their own, each
+launched with fixed configs (the autotuner bypassed, so that the versions run the same tiles),
+checked against a reference on memory poisoned with NaN, and only then timed:
 
-In a dry run (CPU, Triton's interpreter) configs mean nothing (the interpreter runs fixed small
-blocks): each candidate is checked once per head dim, at tiny sizes, and its timing means nothing.
+* attention ("configs"): the varlen forward, bf16, non-causal, 16k tokens in sequences of 4096
+  (issue 29's varlen target), head dims 64 and 128, for each config of the version's forward list
+  with 64 or more query rows (the warpgroup-MMA configs the SASS predictions are about), in turn
+  for every version; checked against SDPA's fp32 math; SDPA's flash backend timed beside them.
+  Rows: head dim, candidate, config, relative_error, TFLOP/s, share of the bf16 matmul ceiling,
+  ratio to "current" with the same config; "best": each version's fastest config per head dim.
+* deberta ("deberta"): disentangled_attention at deberta-v2-xxlarge's shape (24 heads of 64,
+  both relative terms, bf16, sequences of 2048), forward and forward + backward, one config per
+  kernel (DEBERTA_CONFIGS, clean at that shape on sm_90); checked first on a ragged batch, output
+  and all five gradients against the fp64 reference. Rows: candidate, errors, ms per mode, the
+  backward's share (fwd+bwd / fwd), ratio to "current".
+
+candidates.png draws the attention configs side by side. In a dry run (CPU, Triton's
+interpreter) configs mean nothing (the interpreter runs fixed small blocks): each version is
+checked once, at tiny sizes, and nothing is timed.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import os
 import subprocess
@@ -41,15 +48,22 @@ from pathlib import Path
 from benchmarks.gpu_context import ROOT, Context
 
 CANDIDATES = Path(os.environ.get("MINIRM_CANDIDATES", ROOT / ".candidates"))  # tests point it elsewhere
-KERNEL = "kernels/attention.py"
+KERNEL_FILES = {"attention": "kernels/attention.py", "deberta": "kernels/deberta.py"}
 # (head dim, query heads) at 2048 channels, as kernel-speed's fixed sweep; lengths, dtype, causal
 CASES = {False: dict(head_dims=[(64, 32), (128, 16)], lengths=[4096] * 4),
          True: dict(head_dims=[(64, 2)], lengths=[40, 17])}
 DTYPE = "bfloat16"
+# DeBERTa at xxlarge's shape: (lengths timed, heads); the check runs on gpu_kernels' ragged batch
+DEBERTA_CASE = {False: ([2048] * 8, 24), True: ([40, 17], 2)}
+# One config per DeBERTa kernel (BLOCK_M, BLOCK_N, warps, stages): clean at head dim 64, bf16, sm_90,
+# with triton 3.6 and 3.9 (kernels/compile_report/), and the same for every version
+DEBERTA_CONFIGS = {"_forward_autotuned": ("_DEBERTA_FORWARD_CONFIGS", "_deberta_forward_kernel", (128, 64, 8, 2)),
+                   "_dkdv_autotuned": ("_DEBERTA_DKDV_CONFIGS", "_deberta_backward_dkdv_kernel", (16, 64, 4, 2)),
+                   "_dq_autotuned": ("_DEBERTA_DQ_CONFIGS", "_deberta_backward_dq_kernel", (128, 32, 8, 2))}
 
 
 def load(name: str, path: Path):
-    """kernels/attention.py as it is in `path`, imported as a module of its own (minirm_candidate_NAME)."""
+    """A kernel file as it is in `path`, imported as a module of its own (minirm_candidate_NAME)."""
     spec = importlib.util.spec_from_file_location(f"minirm_candidate_{name.replace('-', '_')}", path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # Triton reads a @triton.jit function's globals through its module
@@ -57,20 +71,27 @@ def load(name: str, path: Path):
     return module
 
 
-def candidates() -> dict[str, Path]:
-    """{name: file}: "current" (the tree's kernel) first, then the snapshots by name."""
-    return {"current": ROOT / KERNEL, **{path.stem: path for path in sorted(CANDIDATES.glob("*.py"))}}
+def kind_of(path: Path) -> str | None:
+    """Which kernel file a snapshot copies, from its first line ("# kernels/deberta.py at ...")."""
+    first = path.read_text(encoding="utf-8").split("\n", 1)[0]
+    return next((kind for kind, file in KERNEL_FILES.items() if first.startswith(f"# {file} at ")), None)
+
+
+def candidates(kind: str = "attention") -> dict[str, Path]:
+    """{name: file} of one kernel file: "current" (the tree's) first, then its snapshots by name."""
+    snapshots = {path.stem: path for path in sorted(CANDIDATES.glob("*.py")) if kind_of(path) == kind}
+    return {"current": ROOT / KERNEL_FILES[kind], **snapshots}
 
 
 class FixedConfig:
-    """Stands in for a version's autotuned forward kernel (module._forward_autotuned): launches the
-    kernel with one config, filling the tile map as that config's pre_hook would."""
+    """Stands in for one of a version's autotuned kernels (e.g. module._forward_autotuned): launches
+    `kernel` with one config, filling the tile map as that config's pre_hook would."""
 
-    def __init__(self, module, config):
-        self.module, self.config = module, config
+    def __init__(self, kernel, config):
+        self.kernel, self.config = kernel, config
 
     def __getitem__(self, grid):
-        kernel, config = self.module._attention_forward_kernel, self.config
+        kernel, config = self.kernel, self.config
 
         def launch(*args, **constexprs):
             meta = dict(constexprs, **config.kwargs)
@@ -80,7 +101,35 @@ class FixedConfig:
         return launch
 
 
+@contextlib.contextmanager
+def fixed(module, launchers: dict):
+    """module's autotuned kernels replaced by FixedConfig launchers ({attribute: launcher}) inside."""
+    saved = {name: getattr(module, name) for name in launchers}
+    for name, launcher in launchers.items():
+        setattr(module, name, launcher)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(module, name, value)
+
+
+def config_tuple(config) -> tuple:
+    return config.kwargs["BLOCK_M"], config.kwargs["BLOCK_N"], config.num_warps, config.num_stages
+
+
 def candidates_section(ctx: Context) -> None:
+    for path in sorted(CANDIDATES.glob("*.py")):
+        if kind_of(path) is None:
+            ctx.note(f"{path} left out: its first line names no kernel file "
+                     f"(python -m benchmarks.gpu_candidates snapshot writes one)")
+    attention_part(ctx)
+    deberta_part(ctx)
+    if ctx.dry_run:
+        ctx.note("CPU dry run: each version checked once in the interpreter, at tiny sizes; no config, no timing")
+
+
+def attention_part(ctx: Context) -> None:
     import torch
 
     from benchmarks.gpu_kernels import THRESHOLDS, tflops
@@ -88,11 +137,11 @@ def candidates_section(ctx: Context) -> None:
 
     case = CASES[ctx.dry_run]
     dtype, lengths = getattr(torch, DTYPE), case["lengths"]
-    versions = candidates()
+    versions = candidates("attention")
     ctx.figures.update(dtype=DTYPE, lengths=lengths, causal=False,
                        candidates={name: str(path) for name, path in versions.items()})
     if len(versions) == 1:
-        ctx.note("no snapshot in .candidates/: only the current kernel is timed "
+        ctx.note("no snapshot of kernels/attention.py in .candidates/: only the current kernel is timed "
                  "(python -m benchmarks.gpu_candidates snapshot NAME REV, and carry .candidates)")
     modules = {name: load(name, path) for name, path in versions.items()}
     for head_dim, heads in case["head_dims"]:
@@ -103,7 +152,8 @@ def candidates_section(ctx: Context) -> None:
                                                              tflops=tflops(flops, sdpa_ms),
                                                              share=ctx.share(tflops(flops, sdpa_ms))))
         # config by config, every version in turn: a budget cut leaves whole comparisons, not one side
-        configs = {name: module._FORWARD_CONFIGS if not ctx.dry_run else [None] for name, module in modules.items()}
+        configs = {name: [config for config in module._FORWARD_CONFIGS if config.kwargs["BLOCK_M"] >= 64]
+                   if not ctx.dry_run else [None] for name, module in modules.items()}
         jobs = [(name, versions_configs[i]) for i in range(max(map(len, configs.values())))
                 for name, versions_configs in configs.items() if i < len(versions_configs)]
         rows = ctx.each("configs", jobs, lambda job: config_row(ctx, modules[job[0]], job, problem, flops,
@@ -113,8 +163,81 @@ def candidates_section(ctx: Context) -> None:
         add_ratios(rows)
         ctx.figures.setdefault("best", []).extend(best_rows(rows, head_dim, sdpa_ms and tflops(flops, sdpa_ms)))
         ctx.save()
-    if ctx.dry_run:
-        ctx.note("CPU dry run: each candidate checked once per head dim in the interpreter; no config, no timing")
+
+
+def deberta_part(ctx: Context) -> None:
+    import torch
+
+    import minirm.kernels.bench as bench
+    from benchmarks.gpu_kernels import DRY_LENGTHS, TEST_LENGTHS
+
+    versions = candidates("deberta")
+    ctx.figures["deberta_candidates"] = {name: str(path) for name, path in versions.items()}
+    modules = {name: load(f"deberta_{name}", path) for name, path in versions.items()}
+    lengths, heads = DEBERTA_CASE[ctx.dry_run]
+    problem = bench.deberta_problem(lengths, heads, 64, getattr(torch, DTYPE), device=ctx.device)
+    check = bench.deberta_problem(DRY_LENGTHS if ctx.dry_run else TEST_LENGTHS, 2 if ctx.dry_run else 4, 64,
+                                  getattr(torch, DTYPE), device=ctx.device)
+    tiles = {attribute: describe_tuple(config) for attribute, (_, _, config) in DEBERTA_CONFIGS.items()}
+    ctx.figures["deberta_shape"] = dict(lengths=lengths, heads=heads, head_dim=64, rows_of_R=problem.n, configs=tiles)
+    rows = ctx.each("deberta", list(modules), lambda name: deberta_row(ctx, name, modules[name], check, problem))
+    base = next((row for row in rows if row.get("candidate") == "current"), {})
+    for row in rows:
+        for mode in ("fwd_ms", "fwd_bwd_ms"):
+            row[f"{mode}_vs_current"] = row[mode] / base[mode] if row.get(mode) and base.get(mode) else None
+    ctx.save()
+
+
+def deberta_launchers(module) -> dict:
+    """{autotuned attribute: FixedConfig} for a DeBERTa version, at DEBERTA_CONFIGS' tiles."""
+    launchers = {}
+    for attribute, (configs_name, kernel_name, wanted) in DEBERTA_CONFIGS.items():
+        config = next((c for c in getattr(module, configs_name) if config_tuple(c) == wanted), None)
+        if config is None:
+            raise RuntimeError(f"{configs_name} has no config {describe_tuple(wanted)} in this version")
+        launchers[attribute] = FixedConfig(getattr(module, kernel_name), config)
+    return launchers
+
+
+def deberta_row(ctx: Context, name: str, module, check, problem) -> dict:
+    """One DeBERTa version: its output and five gradients on the check batch against the fp64
+    reference, then, if they pass, forward and forward + backward times on the timed batch."""
+    import torch
+
+    import minirm.kernels.bench as bench
+    from benchmarks.gpu_kernels import THRESHOLDS, relative_error
+
+    def attention(leaves, batch):
+        q, k, v, pos_key, pos_query = leaves
+        return module.disentangled_attention(q, k, v, batch.cu_seqlens, batch.max_seqlen, pos_key, pos_query,
+                                             batch.c2p_rows, batch.p2c_rows)
+
+    tensors = [check.q, check.k, check.v, check.pos_key, check.pos_query]
+    with fixed(module, {} if ctx.dry_run else deberta_launchers(module)):
+        leaves = bench.deberta_leaves(*tensors)
+        ctx.poison([check.q.numel() * check.q.element_size(), check.heads * check.q.shape[0] * 4])
+        out = attention(leaves, check)
+        grad_out = torch.randn(out.shape, generator=torch.Generator(device="cpu").manual_seed(1)).to(out)
+        grads = torch.autograd.grad(out, leaves, grad_out)
+        reference_leaves = [tensor.detach().double().requires_grad_() for tensor in tensors]
+        q, k, v, pos_key, pos_query = reference_leaves
+        expected = module.disentangled_attention_reference(q, k, v, check.cu_seqlens, pos_key, pos_query,
+                                                           check.c2p_rows, check.p2c_rows)
+        expected_grads = torch.autograd.grad(expected, reference_leaves, grad_out.double())
+        errors = {f"error_{label}": relative_error(got, want) for label, got, want in
+                  zip(["out", "dq", "dk", "dv", "dpos_key", "dpos_query"], [out, *grads], [expected, *expected_grads])}
+        worst = max(errors.values())
+        row = dict(candidate=name, **errors, passed=worst <= THRESHOLDS[DTYPE])
+        if not row["passed"]:
+            ctx.fail(f"deberta {name}: relative error {worst:.3g} > {THRESHOLDS[DTYPE]}")
+            return row
+        if not ctx.dry_run:
+            leaves = bench.deberta_leaves(problem.q, problem.k, problem.v, problem.pos_key, problem.pos_query)
+            for mode, key in (("fwd", "fwd_ms"), ("fwd+bwd", "fwd_bwd_ms")):
+                step = bench.bench_step(lambda: [attention(leaves, problem)], mode)
+                row[key] = ctx.bench_ms(step, leaves)
+            row["fwd_bwd_over_fwd"] = row["fwd_bwd_ms"] / row["fwd_ms"] if row["fwd_ms"] else None
+        return row
 
 
 def inputs(ctx: Context, lengths, heads, head_dim, dtype) -> dict:
@@ -148,10 +271,8 @@ def config_row(ctx: Context, module, job, problem, flops, threshold, head_dim) -
     from benchmarks.gpu_kernels import tflops
 
     name, config = job
-    saved = module._forward_autotuned
-    if config is not None:
-        module._forward_autotuned = FixedConfig(module, config)
-    try:
+    launchers = {} if config is None else {"_forward_autotuned": FixedConfig(module._attention_forward_kernel, config)}
+    with fixed(module, launchers):
         def call():
             with torch.no_grad():
                 return module.varlen_attention(problem["q"], problem["k"], problem["v"], problem["cu_seqlens"],
@@ -169,14 +290,15 @@ def config_row(ctx: Context, module, job, problem, flops, threshold, head_dim) -
         milliseconds = None if ctx.dry_run else ctx.bench_ms(call)
         row.update(ms=milliseconds, tflops=tflops(flops, milliseconds), share=ctx.share(tflops(flops, milliseconds)))
         return row
-    finally:
-        module._forward_autotuned = saved
 
 
 def describe(config) -> str:
-    if config is None:
-        return "interpreter blocks"
-    return f"{config.kwargs['BLOCK_M']}x{config.kwargs['BLOCK_N']} w{config.num_warps} s{config.num_stages}"
+    return "interpreter blocks" if config is None else describe_tuple(config_tuple(config))
+
+
+def describe_tuple(config: tuple) -> str:
+    block_m, block_n, warps, stages = config
+    return f"{block_m}x{block_n} w{warps} s{stages}"
 
 
 def add_ratios(rows: list[dict]) -> None:
@@ -200,21 +322,23 @@ def best_rows(rows: list[dict], head_dim: int, sdpa_tflops) -> list[dict]:
 # --------------------------------------------------------------------------------------------------
 # Taking snapshots, here (git is not on the GPU machine)
 # --------------------------------------------------------------------------------------------------
-def snapshot(name: str, revision: str) -> Path:
-    """Write kernels/attention.py as of `revision` to .candidates/NAME.py, the commit named in its first line."""
+def snapshot(name: str, revision: str, kind: str = "attention") -> Path:
+    """Write a kernel file (KERNEL_FILES[kind]) as of `revision` to .candidates/NAME.py; its first line
+    names the file and the commit."""
     def git(*args):
         return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
 
+    file = KERNEL_FILES[kind]
     commit = git("rev-parse", "--verify", "--quiet", f"{revision}^{{commit}}")
     if commit.returncode:
         raise SystemExit(f"gpu_candidates: error: {revision!r} is not a commit of this repository (git log shows them)")
-    source = git("show", f"{commit.stdout.strip()}:{KERNEL}")
+    source = git("show", f"{commit.stdout.strip()}:{file}")
     if source.returncode:
-        raise SystemExit(f"gpu_candidates: error: {KERNEL} does not exist at {revision}")
+        raise SystemExit(f"gpu_candidates: error: {file} does not exist at {revision}")
     CANDIDATES.mkdir(parents=True, exist_ok=True)
     path = CANDIDATES / f"{name}.py"
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(f"# {KERNEL} at {commit.stdout.strip()} ({revision}): a candidate of benchmarks/gpu_candidates.py\n"
+    tmp.write_text(f"# {file} at {commit.stdout.strip()} ({revision}): a candidate of benchmarks/gpu_candidates.py\n"
                    + source.stdout, encoding="utf-8")
     tmp.replace(path)
     return path
@@ -222,22 +346,28 @@ def snapshot(name: str, revision: str) -> Path:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.gpu_candidates",
-                                     description="Snapshots of kernels/attention.py for the GPU command's candidates "
+                                     description="Snapshots of the kernel files for the GPU command's candidates "
                                                  "section (python -m benchmarks.gpu --sections candidates).")
     commands = parser.add_subparsers(dest="command", required=True)
-    take = commands.add_parser("snapshot", help="write kernels/attention.py as of REV to .candidates/NAME.py")
+    take = commands.add_parser("snapshot", help="write a kernel file as of REV to .candidates/NAME.py")
     take.add_argument("name", help="the candidate's name in the results (letters, digits, - and _)")
     take.add_argument("revision", help="a git commit, branch or tag")
+    take.add_argument("--file", choices=list(KERNEL_FILES), default="attention",
+                      help="which kernel file: kernels/attention.py (default) or kernels/deberta.py")
     commands.add_parser("list", help="the candidates the section would time")
     args = parser.parse_args(argv)
     if args.command == "snapshot":
         if not args.name.replace("-", "").replace("_", "").isalnum() or args.name == "current":
             parser.error(f"NAME {args.name!r}: use letters, digits, - and _ (and not 'current', the tree's kernel)")
-        print(snapshot(args.name, args.revision))
+        clash = CANDIDATES / f"{args.name}.py"
+        if clash.exists() and kind_of(clash) not in (None, args.file):
+            parser.error(f"NAME {args.name!r} is a snapshot of {KERNEL_FILES[kind_of(clash)]} already; choose another")
+        print(snapshot(args.name, args.revision, args.file))
         return 0
-    for name, path in candidates().items():
-        first = path.read_text(encoding="utf-8").splitlines()[0] if name != "current" else "the working tree"
-        print(f"{name:<20} {path}  {first.lstrip('# ')}")
+    for kind in KERNEL_FILES:
+        for name, path in candidates(kind).items():
+            first = path.read_text(encoding="utf-8").splitlines()[0] if name != "current" else "the working tree"
+            print(f"{kind:<10} {name:<20} {path}  {first.lstrip('# ')}")
     return 0
 
 

@@ -95,9 +95,11 @@ CTA-scope, before wgmma reads an operand staged in shared memory, as in the varl
 The instruction count is the smaller part: a GPU-scope fence stalls its warp until the warp's
 earlier stores and atomics are visible device-wide, hundreds of cycles, 16 times an iteration.
 
-Predicted, on what one GPU run measures (kernel-speed's deberta rows): forward + backward
-within 4x the forward's time, as a backward of 2.5x the forward's work plus the table gradients
-should be; the forward does not change. The gradients are the same sums in another order (as
+With one 8-warp program per SM (255 registers), the fences outweighed the iteration's own work
+(about a thousand clocks). Predicted, timed by ``python -m benchmarks.gpu --sections candidates``
+against a snapshot of the fenced kernel with the same tiles: forward + backward at least 1.5x
+faster, the forward within 3 %; and in kernel-speed's deberta rows, forward + backward within 4x
+the forward's time, as a backward of 2.5x the forward's work plus the table gradients should be. The gradients are the same sums in another order (as
 before, float atomics fix no order). The compile tables move a little both ways (triton 3.9: 15
 of the 1152 backward config rows change sides, 10 of them to clean, mostly on sm_80; none at
 xxlarge's head dim 64 in bf16 on sm_90; every variant keeps a clean config).

@@ -104,8 +104,9 @@ before, float atomics fix no order). The compile tables move a little both ways 
 of the 1152 backward config rows change sides, 10 of them to clean, mostly on sm_80; none at
 xxlarge's head dim 64 in bf16 on sm_90; every variant keeps a clean config).
 
-Still open, from the same report: at xxlarge's shape dK/dV keeps only 16-query tiles clean
-(32x128 on 8 warps sits at 255 registers, 16 bytes spilled); each score costs two dependent
+Still open, from the same report: at xxlarge's shape, with triton 3.9, dK/dV keeps only
+16-query tiles clean (32x128 on 8 warps sits at 255 registers, 16 bytes spilled; triton 3.6, the
+GPU machine's, compiles the 32-query tiles clean at 254); each score costs two dependent
 gathers per relative term (row index, then table value: LDG 80 and ~240 address instructions an
 iteration), which is where the rest of the loop goes.
 """

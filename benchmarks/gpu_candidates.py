@@ -268,7 +268,7 @@ def config_row(ctx: Context, module, job, problem, flops, threshold, head_dim) -
     """Check one version with one config against the reference; time it only if it passes."""
     import torch
 
-    from benchmarks.gpu_kernels import tflops
+    from benchmarks.gpu_kernels import relative_error, tflops
 
     name, config = job
     launchers = {} if config is None else {"_forward_autotuned": FixedConfig(module._attention_forward_kernel, config)}
@@ -280,8 +280,7 @@ def config_row(ctx: Context, module, job, problem, flops, threshold, head_dim) -
 
         ctx.poison([problem["q"].numel() * problem["q"].element_size()])
         out = call()
-        reference = problem["reference"]
-        error = float((out.float() - reference).norm() / reference.norm())
+        error = relative_error(out, problem["reference"])
         row = dict(head_dim=head_dim, candidate=name, config=describe(config), relative_error=error,
                    passed=error <= threshold)
         if not row["passed"]:

@@ -80,19 +80,12 @@ def loop_name(body: collections.Counter) -> str:
 
 def compile_variant(function, kernel: str, arch: str, head_dim: int, dtype: str, causal: bool, config, fp_fusion: bool):
     """(registers, spill bytes, shared bytes, SASS lines) of one variant of `function` (kernel's signature)."""
-    import triton
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
-
     from minirm.kernels import aot
 
     block_m, block_n, num_warps, num_stages = config
     variant = dict(kernel=kernel, arch=arch, head_dim=head_dim, dtype=dtype, causal=causal, BLOCK_M=block_m,
                    BLOCK_N=block_n, num_warps=num_warps, num_stages=num_stages)
-    signature, constexprs, attrs = aot._signature(function, variant)
-    compiled = triton.compile(ASTSource(fn=function, signature=signature, constexprs=constexprs, attrs=attrs),
-                              target=GPUTarget("cuda", aot.ARCHS[arch], 32),
-                              options=dict(num_warps=num_warps, num_stages=num_stages, enable_fp_fusion=fp_fusion))
+    compiled = aot.compile_kernel(function, variant, enable_fp_fusion=fp_fusion)
     registers, spill = aot._resource_usage(compiled.asm["cubin"])
     return registers, spill, int(compiled.metadata.shared), sass_lines(compiled.asm["cubin"])
 

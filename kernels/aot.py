@@ -312,23 +312,29 @@ def _resource_usage(cubin):
     return int(registers), int(stack) + int(local)
 
 
+def compile_kernel(function, variant, **options):
+    """Triton's compiled kernel for one variant of `function` (a @triton.jit function with the
+    arguments of variant["kernel"]); `options` go to triton.compile beside the variant's warps and
+    stages (benchmarks/sass_loops.py passes enable_fp_fusion)."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    if not isinstance(function, triton.runtime.JITFunction):
+        raise RuntimeError("the kernels were built for Triton's interpreter (TRITON_INTERPRET=1); "
+                           "compiling needs a process without it")
+    signature, constexprs, attrs = _signature(function, variant)
+    source = ASTSource(fn=function, signature=signature, constexprs=constexprs, attrs=attrs)
+    target = GPUTarget("cuda", ARCHS[variant["arch"]], 32)
+    return triton.compile(source, target=target, options=dict(num_warps=variant["num_warps"],
+                                                              num_stages=variant["num_stages"], **options))
+
+
 def compile_variant(variant):
     """Compile one variant; returns (variant, result dict, seconds). Never raises."""
     start = time.perf_counter()
     try:
-        import triton
-        from triton.backends.compiler import GPUTarget
-        from triton.compiler import ASTSource
-
-        function = kernel_functions()[variant["kernel"]]
-        if not isinstance(function, triton.runtime.JITFunction):
-            raise RuntimeError("the kernels were built for Triton's interpreter (TRITON_INTERPRET=1); "
-                               "compiling needs a process without it")
-        signature, constexprs, attrs = _signature(function, variant)
-        source = ASTSource(fn=function, signature=signature, constexprs=constexprs, attrs=attrs)
-        target = GPUTarget("cuda", ARCHS[variant["arch"]], 32)
-        compiled = triton.compile(source, target=target,
-                                  options=dict(num_warps=variant["num_warps"], num_stages=variant["num_stages"]))
+        compiled = compile_kernel(kernel_functions()[variant["kernel"]], variant)
         registers, spill_bytes = _resource_usage(compiled.asm["cubin"])
         result = dict(compiled=True, registers=registers, spill_bytes=spill_bytes,
                       shared_bytes=int(compiled.metadata.shared))

@@ -322,34 +322,33 @@ from minirm.kernels.attention import varlen_attention, varlen_attention_referenc
 torch.manual_seed(0)
 lengths = [1, 17, 300, 1000, 64, 129]
 cu_seqlens = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()], dtype=torch.int32, device="cuda")
+
+
+def check(heads, kv_heads, head_dim, dtype, causal, tolerance):
+    # k and v have kv_heads heads (grouped-query attention when fewer than q's: dK/dV summed over each group)
+    q = torch.randn(sum(lengths), heads, head_dim, device="cuda", dtype=dtype, requires_grad=True)
+    k, v = (torch.randn(sum(lengths), kv_heads, head_dim, device="cuda", dtype=dtype, requires_grad=True)
+            for _ in range(2))
+    out = varlen_attention(q, k, v, cu_seqlens, max(lengths), causal=causal)
+    grad_out = torch.randn_like(out)
+    out.backward(grad_out)
+    reference_inputs = [x.detach().float().requires_grad_() for x in (q, k, v)]
+    expected = varlen_attention_reference(*reference_inputs, cu_seqlens, causal=causal)
+    expected.backward(grad_out.float())
+    # On the GPU the probabilities are also rounded to fp16/bf16 before the P @ V product.
+    case = f"heads {heads}/{kv_heads} {head_dim} {dtype} {causal}"
+    for name, actual, wanted in [("out", out, expected)] + [
+            (name, x.grad, y.grad) for name, x, y in zip("qkv", (q, k, v), reference_inputs)]:
+        torch.testing.assert_close(actual.float(), wanted, atol=tolerance, rtol=tolerance,
+                                   msg=lambda text: f"{name} {case}: {text}")
+
+
 for head_dim in (64, 128):
     for dtype, tolerance in ((torch.float16, 1e-2), (torch.bfloat16, 5e-2), (torch.float32, 1e-4)):
         for causal in (False, True):
-            q, k, v = (torch.randn(sum(lengths), 4, head_dim, device="cuda", dtype=dtype, requires_grad=True)
-                       for _ in range(3))
-            out = varlen_attention(q, k, v, cu_seqlens, max(lengths), causal=causal)
-            grad_out = torch.randn_like(out)
-            out.backward(grad_out)
-            reference_inputs = [x.detach().float().requires_grad_() for x in (q, k, v)]
-            expected = varlen_attention_reference(*reference_inputs, cu_seqlens, causal=causal)
-            expected.backward(grad_out.float())
-            # On the GPU the probabilities are also rounded to fp16/bf16 before the P @ V product.
-            for name, actual, wanted in [("out", out, expected)] + [
-                    (name, x.grad, y.grad) for name, x, y in zip("qkv", (q, k, v), reference_inputs)]:
-                torch.testing.assert_close(actual.float(), wanted, atol=tolerance, rtol=tolerance,
-                                           msg=lambda text: f"{name} {head_dim} {dtype} {causal}: {text}")
-# grouped-query attention: 4 query heads sharing 2 K/V heads, dK/dV summed over each group
-q = torch.randn(sum(lengths), 4, 128, device="cuda", dtype=torch.bfloat16, requires_grad=True)
-k, v = (torch.randn(sum(lengths), 2, 128, device="cuda", dtype=torch.bfloat16, requires_grad=True) for _ in range(2))
-out = varlen_attention(q, k, v, cu_seqlens, max(lengths), causal=True)
-grad_out = torch.randn_like(out)
-out.backward(grad_out)
-reference_inputs = [x.detach().float().requires_grad_() for x in (q, k, v)]
-expected = varlen_attention_reference(*reference_inputs, cu_seqlens, causal=True)
-expected.backward(grad_out.float())
-for name, actual, wanted in [("out", out, expected)] + [
-        (name, x.grad, y.grad) for name, x, y in zip("qkv", (q, k, v), reference_inputs)]:
-    torch.testing.assert_close(actual.float(), wanted, atol=5e-2, rtol=5e-2, msg=lambda text: f"GQA {name}: {text}")
+            check(4, 4, head_dim, dtype, causal, tolerance)
+# grouped-query attention: 4 query heads sharing 2 K/V heads
+check(4, 2, 128, torch.bfloat16, True, 5e-2)
 print("ok")
 """
 
